@@ -1,0 +1,1 @@
+"""Plain-Python ML logic. Nothing under this package imports Dagster."""
