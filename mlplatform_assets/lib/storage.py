@@ -1,0 +1,119 @@
+"""A tiny object store over a local directory or an S3 prefix.
+
+Writes are atomic: a local file is written to a temp name and renamed; an S3 PUT
+is atomic by nature. Readers never see half-written objects.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"s3 URI has no bucket: {uri!r}")
+    return bucket, key
+
+
+def default_s3_client() -> Any:
+    """A boto3 client configured from the environment (AWS_* variables, incl. AWS_ENDPOINT_URL)."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+
+
+class ObjectStore:
+    """Relative keys under ``root`` (a local directory or ``s3://bucket/prefix``)."""
+
+    def __init__(self, root: str, s3_client: Any | None = None):
+        self.root = root.rstrip("/") if root.startswith("s3://") else str(Path(root))
+        self.is_s3 = root.startswith("s3://")
+        self._s3 = s3_client
+
+    @property
+    def s3(self) -> Any:
+        if self._s3 is None:
+            self._s3 = default_s3_client()
+        return self._s3
+
+    def uri(self, key: str) -> str:
+        return f"{self.root}/{key}" if self.is_s3 else str(Path(self.root) / key)
+
+    def _bucket_key(self, key: str) -> tuple[str, str]:
+        bucket, prefix = split_s3_uri(self.root)
+        return bucket, f"{prefix}/{key}" if prefix else key
+
+    def exists(self, key: str) -> bool:
+        if not self.is_s3:
+            return Path(self.uri(key)).exists()
+        bucket, k = self._bucket_key(key)
+        resp = self.s3.list_objects_v2(Bucket=bucket, Prefix=k, MaxKeys=1)
+        return any(o["Key"] == k for o in resp.get("Contents", []))
+
+    def read_bytes(self, key: str) -> bytes:
+        if not self.is_s3:
+            return Path(self.uri(key)).read_bytes()
+        bucket, k = self._bucket_key(key)
+        return self.s3.get_object(Bucket=bucket, Key=k)["Body"].read()
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        if self.is_s3:
+            bucket, k = self._bucket_key(key)
+            self.s3.put_object(Bucket=bucket, Key=k, Body=data)
+            return self.uri(key)
+        path = Path(self.uri(key))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(path)
+
+    def delete(self, key: str) -> None:
+        if self.is_s3:
+            bucket, k = self._bucket_key(key)
+            self.s3.delete_object(Bucket=bucket, Key=k)
+        else:
+            Path(self.uri(key)).unlink(missing_ok=True)
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys (relative to root) under ``prefix``, sorted."""
+        if not self.is_s3:
+            base = Path(self.root)
+            start = base / prefix if prefix else base
+            if not start.exists():
+                return []
+            return sorted(str(p.relative_to(base)) for p in start.rglob("*")
+                          if p.is_file() and not p.name.startswith("."))
+        bucket, k = self._bucket_key(prefix)
+        _, root_prefix = split_s3_uri(self.root)
+        strip = len(root_prefix) + 1 if root_prefix else 0
+        keys: list[str] = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=k):
+            keys.extend(o["Key"][strip:] for o in page.get("Contents", []))
+        return sorted(keys)
+
+    # --- frames ---------------------------------------------------------------
+    def write_frame(self, key: str, df: pd.DataFrame) -> tuple[str, int]:
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        data = buf.getvalue()
+        return self.write_bytes(key, data), len(data)
+
+    def read_frame(self, key: str) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(self.read_bytes(key)))
