@@ -49,6 +49,10 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
+from scipy.spatial import distance as _distance
+from scipy.stats import chisquare as _chisquare
+from scipy.stats import ks_2samp as _ks_2samp
+from scipy.stats import norm as _norm
 
 __all__ = [
     "NUMERICAL",
@@ -595,18 +599,14 @@ def _align_counts(
 
 
 def _chisquare_p(ref_counts: np.ndarray, cur_counts: np.ndarray, n_ref: int, n_cur: int) -> float:
-    from scipy.stats import chisquare
-
     k_norm = n_cur / n_ref
     f_exp = [float(c) * k_norm for c in ref_counts]
     f_obs = [int(c) for c in cur_counts]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return float(chisquare(f_obs, f_exp)[1])
+        return float(_chisquare(f_obs, f_exp)[1])
 
 
 def _z_p(keys: List[Any], ref_counts: np.ndarray, cur_counts: np.ndarray, n_ref: int, n_cur: int) -> float:
-    from scipy.stats import norm
-
     ref_present = ref_counts > 0
     cur_present = cur_counts > 0
     if ref_present.sum() == 1 and cur_present.sum() == 1 and np.array_equal(ref_present, cur_present):
@@ -620,7 +620,7 @@ def _z_p(keys: List[Any], ref_counts: np.ndarray, cur_counts: np.ndarray, n_ref:
     big_p = float(p1 * n1 + p2 * n2) / (n1 + n2)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (p1 - p2) / np.sqrt(big_p * (1 - big_p) * (1.0 / n1 + 1.0 / n2))
-        return float(2 * (1 - norm.cdf(np.abs(z))))
+        return float(2 * (1 - _norm.cdf(np.abs(z))))
 
 
 def _feel_zeroes(p: np.ndarray) -> np.ndarray:
@@ -777,10 +777,8 @@ def _column_drift(
         norm = max(float(prof.std), 0.001)
         value = _wasserstein_sorted(prof.values, cur_sorted) / norm
     elif stattest == "ks":
-        from scipy.stats import ks_2samp
-
         assert prof.values is not None and cur_sorted is not None
-        value = float(ks_2samp(prof.values, cur_sorted)[1])
+        value = float(_ks_2samp(prof.values, cur_sorted)[1])
     elif stattest in ("chisquare", "z"):
         ref_keys, ref_counts = prof.category_counts()
         ck, cc = cur_categories()
@@ -794,9 +792,7 @@ def _column_drift(
             cur_categories()
         ref_p, cur_p = _binned_percents(prof, cur_sorted, cur_keys, cur_counts, n_cur, stattest == "psi")
         if stattest == "jensenshannon":
-            from scipy.spatial import distance
-
-            value = float(distance.jensenshannon(ref_p, cur_p))
+            value = float(_distance.jensenshannon(ref_p, cur_p))
         else:
             value = float(np.sum((ref_p - cur_p) * np.log(ref_p / cur_p)))
     else:  # pragma: no cover - guarded by _resolve_override
@@ -890,9 +886,12 @@ def _evidently_snapshot(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with np.errstate(all="ignore"):
+            # avoid an extra copy when the frames already hold exactly these columns
+            cur = current_df if list(current_df.columns) == cols else current_df[cols]
+            ref = reference_df if list(reference_df.columns) == cols else reference_df[cols]
             return report.run(
-                Dataset.from_pandas(current_df[cols], data_definition=definition),
-                Dataset.from_pandas(reference_df[cols], data_definition=definition),
+                Dataset.from_pandas(cur, data_definition=definition),
+                Dataset.from_pandas(ref, data_definition=definition),
             )
 
 
