@@ -1,0 +1,101 @@
+"""Prometheus metrics of one serving process (or, with several workers, of all of them).
+
+With ``workers > 1`` the service runs prometheus_client in multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR`` is set to a fresh directory by :func:`serve` before the worker
+processes start), so whichever worker answers ``GET /metrics`` reports the SUM of the counters
+and histograms of all workers; gauges that are per-process by nature (loaded model version,
+pickle flag) carry a ``pid`` label, in-flight requests are summed over live workers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+PROBA_BUCKETS = tuple(i / 10 for i in range(1, 11))
+VALUE_BUCKETS = (-1e6, -1e4, -1e3, -100.0, -10.0, -1.0, -0.1, 0.0, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e6)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+
+
+class ServingMetrics:
+    def __init__(self, model_name: str):
+        self.model_name = model_name
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("mlplatform_serving_requests_total", "HTTP requests by route and status",
+                                ["route", "status"], registry=r)
+        self.latency = Histogram("mlplatform_serving_request_duration_seconds", "Request latency by route",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("mlplatform_serving_in_flight_requests", "Requests being served",
+                               registry=r, multiprocess_mode="livesum")
+        self.model_version = Gauge("mlplatform_serving_model_version", "Registered version being served (0: none)",
+                                   ["model"], registry=r, multiprocess_mode="liveall")
+        self.reloads = Counter("mlplatform_serving_model_reloads_total", "Successful model (re)loads",
+                               ["model"], registry=r)
+        self.reload_failures = Counter("mlplatform_serving_model_reload_failures_total",
+                                       "Model versions that failed to load (the previous one kept serving)",
+                                       ["model"], registry=r)
+        self.poll_errors = Counter("mlplatform_serving_registry_poll_errors_total",
+                                   "Registry polls that failed", ["model"], registry=r)
+        self.predictions = Counter("mlplatform_serving_predictions_total", "Rows predicted",
+                                   ["model", "version"], registry=r)
+        self.prediction_value = Histogram(
+            "mlplatform_serving_prediction_value",
+            "Distribution of predicted values (regressors)",
+            ["model"], buckets=VALUE_BUCKETS, registry=r)
+        self.prediction_proba = Histogram(
+            "mlplatform_serving_prediction_probability",
+            "Distribution of the positive-class (binary) or top-class (multiclass) probability",
+            ["model"], buckets=PROBA_BUCKETS, registry=r)
+        self.predicted_class = Counter("mlplatform_serving_predicted_class_total", "Predicted classes",
+                                       ["model", "class"], registry=r)
+        self.batch_rows = Histogram("mlplatform_serving_batch_rows", "Rows per model call (dynamic batching)",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.auth_failures = Counter("mlplatform_serving_auth_failures_total", "Rejected credentials",
+                                     ["reason"], registry=r)
+        self.log_rows = Counter("mlplatform_serving_prediction_log_rows_written_total",
+                                "Rows written to the prediction log", registry=r)
+        self.log_dropped = Counter("mlplatform_serving_prediction_log_rows_dropped_total",
+                                   "Rows the prediction log could not write", registry=r)
+        self.pickle_allowed = Gauge("mlplatform_serving_pickle_deserialization_allowed",
+                                    "1 if MLFLOW_ALLOW_PICKLE_DESERIALIZATION is true in this process",
+                                    registry=r, multiprocess_mode="liveall")
+        self.model_version.labels(model_name).set(0)
+        for counter in (self.reloads, self.reload_failures, self.poll_errors):
+            counter.labels(model_name)  # export 0 before the first event
+        self._req_children = {}
+        self._lat_children = {}
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        child = self._req_children.get(key)
+        if child is None:
+            child = self._req_children[key] = self.requests.labels(route, str(status))
+        child.inc()
+        lat = self._lat_children.get(route)
+        if lat is None:
+            lat = self._lat_children[route] = self.latency.labels(route)
+        lat.observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        mp = multiprocess_dir()
+        if mp:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=mp)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def mark_dead(self) -> None:
+        mp = multiprocess_dir()
+        if mp:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), path=mp)
