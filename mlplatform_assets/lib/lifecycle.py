@@ -154,6 +154,13 @@ class Evaluation:
 def evaluate_challenger(spec: ModelSpec, registry: Registry, challenger_version: str,
                         dataset: TrainingDataset) -> Evaluation:
     """Score challenger and current champion on the same holdout and apply the promotion gate."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _evaluate(spec, registry, challenger_version, dataset)
+
+
+def _evaluate(spec: ModelSpec, registry: Registry, challenger_version: str, dataset: TrainingDataset) -> Evaluation:
     names = metric_names(spec)
     X, y = dataset.X("holdout"), dataset.y("holdout")
     challenger = registry.load_pipeline(spec.name, challenger_version)

@@ -213,7 +213,12 @@ class Registry:
         X_train = dataset.X("train")
         example = X_train.head(5)
         pipeline = fit_result.pipeline
-        signature = infer_signature(X_train.head(2000), pipeline.predict(X_train.head(2000)))
+        import warnings
+
+        with warnings.catch_warnings():
+            # MLflow hints that integer outputs cannot hold missing values; predicted labels never are.
+            warnings.simplefilter("ignore", UserWarning)
+            signature = infer_signature(X_train.head(2000), pipeline.predict(X_train.head(2000)))
         trusted = trusted_types_for(pipeline)
         estimator_params = {f"estimator.{k}": v for k, v in pipeline.named_steps["model"].get_params().items()
                             if isinstance(v, (int, float, str, bool, type(None)))}

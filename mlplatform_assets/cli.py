@@ -1,0 +1,316 @@
+"""The ``mlplatform`` command: what is not a Dagster run, plus headless lifecycle runs through Dagster."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from mlplatform_assets.lib.config import PlatformConfig, ensure_dirs, load_config
+
+
+def _prepare(config: PlatformConfig) -> None:
+    """Create the state directory and point Dagster at it when DAGSTER_HOME is not set."""
+    ensure_dirs(config)
+    os.environ.setdefault("DAGSTER_HOME", config.dagster_home)
+    instance_yaml = os.path.join(os.environ["DAGSTER_HOME"], "dagster.yaml")
+    if not os.path.exists(instance_yaml):
+        # An explicit (default SQLite) instance config; production mounts its own (infra/dagster.yaml).
+        with open(instance_yaml, "w") as fh:
+            fh.write("# Local instance: run, event and schedule storage in SQLite under this directory.\n"
+                     "telemetry:\n  enabled: false\n")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", config.mlflow_tracking_uri)
+
+
+def _registry(config: PlatformConfig):  # noqa: ANN202
+    from mlplatform_assets.lib.registry import MlflowSettings, Registry
+
+    return Registry(MlflowSettings.from_config(config), config.audit_log_path)
+
+
+def _specs(config: PlatformConfig, names: Sequence[str] | None):  # noqa: ANN202
+    from mlplatform_assets.lib.spec import SpecError, load_specs
+
+    specs = load_specs(config.models_dir, config.state_dir)
+    if names:
+        known = {s.name: s for s in specs}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise SpecError(f"unknown model(s) {unknown}; models in {config.models_dir}: {sorted(known)}")
+        specs = [known[n] for n in names]
+    return specs
+
+
+# Step-level DEBUG events stay in the run's event log (UI); the terminal gets INFO and above.
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def last_complete_day() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+
+
+def lifecycle_window(spec: Any, s3_client: Any = None, end: dt.date | None = None) -> tuple[dt.date, dt.date]:
+    """The partition range a lifecycle run ingests: the training window ending at the latest source day."""
+    from mlplatform_assets.lib import datasource, example_data
+    from mlplatform_assets.lib.features import window_days
+
+    end = end or last_complete_day()
+    if spec.source.example_generator and "://" not in spec.source.uri:
+        days = window_days(end, spec)
+        example_data.write_example_days(spec.source.example_generator, spec.source.uri, days, spec.source.file_pattern)
+        return days[0], days[-1]
+    available = [d for d in datasource.available_days(spec, s3_client) if d <= end]
+    if not available:
+        raise SystemExit(f"{spec.name}: source {spec.source.uri} has no data on or after "
+                         f"partition_start {spec.partition_start} (up to {end})")
+    days = window_days(available[-1], spec)
+    first = min(d for d in available if d >= days[0])
+    return first, available[-1]
+
+
+def run_lifecycle(config: PlatformConfig, names: Sequence[str] | None = None, end: dt.date | None = None,
+                  out=sys.stdout) -> list[dict[str, Any]]:
+    """Run each model's lifecycle job through Dagster (the code path the UI uses) and summarize it."""
+    import dagster as dg
+
+    from mlplatform_assets.definitions import build_definitions
+    from mlplatform_assets.defs.lifecycle.assets import RANGE_END_TAG, RANGE_START_TAG
+
+    _prepare(config)
+    specs = _specs(config, names)
+    defs = build_definitions(config, specs)
+    s3_client = None
+    if any(s.source.uri.startswith("s3://") for s in specs):
+        s3_client = defs.resources["s3"].get_client()  # type: ignore[union-attr]
+    instance = dg.DagsterInstance.get()
+    summaries = []
+    for spec in specs:
+        start, stop = lifecycle_window(spec, s3_client, end)
+        print(f"[{spec.name}] lifecycle over partitions {start}..{stop}", file=out, flush=True)
+        job = defs.resolve_job_def(f"{spec.name}__lifecycle")
+        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET_LOGS, tags={
+            RANGE_START_TAG: start.isoformat(), RANGE_END_TAG: stop.isoformat(), "mlplatform/trigger": "cli"})
+        summary = summarize_run(spec.name, result)
+        summaries.append(summary)
+        print(format_summary(summary), file=out, flush=True)
+    return summaries
+
+
+def summarize_run(model: str, result: Any) -> dict[str, Any]:
+    meta: dict[str, dict[str, Any]] = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        meta[mat.asset_key.path[-1]] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    failed_checks = []
+    for event in result.get_asset_check_evaluations() if hasattr(result, "get_asset_check_evaluations") else []:
+        if not event.passed:
+            failed_checks.append(f"{event.check_name}: {event.description}")
+    errors = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            err = event.event_specific_data.error
+            errors.append(f"{event.step_key}: {err.message.strip() if err else 'failed'}")
+    return {"model": model, "success": result.success, "run_id": result.run_id, "assets": meta,
+            "failed_checks": failed_checks, "errors": errors}
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    a = s["assets"]
+    lines = [f"[{s['model']}] run {s['run_id']}: {'SUCCESS' if s['success'] else 'FAILED'}"]
+    if "trained_model" in a:
+        tm = a["trained_model"]
+        metrics = ", ".join(f"{k[8:]}={v:.4f}" for k, v in tm.items() if k.startswith("holdout_"))
+        lines.append(f"  trained v{tm.get('model_version')} on {tm.get('partition_range')}: {metrics}")
+        lines.append(f"  mlflow run: {tm.get('mlflow_run')}")
+    if "deployed_endpoint" in a:
+        de = a["deployed_endpoint"]
+        lines.append(f"  {'PROMOTED' if de.get('promoted') else 'not promoted'}: {de.get('reason')}")
+        lines.append(f"  champion: v{de.get('champion_version')}")
+    for c in s["failed_checks"]:
+        lines.append(f"  check failed: {c}")
+    for e in s["errors"]:
+        lines.append(f"  error: {e}")
+    return "\n".join(lines)
+
+
+# --- commands -------------------------------------------------------------------
+
+def cmd_lifecycle(args: argparse.Namespace, config: PlatformConfig) -> int:
+    end = dt.date.fromisoformat(args.as_of) if args.as_of else None
+    summaries = run_lifecycle(config, args.model or None, end)
+    if args.json:
+        print(json.dumps(summaries, default=str, indent=2))
+    ok = all(s["success"] for s in summaries)
+    print(f"\nInspect the runs, assets and checks in the Dagster UI:\n  DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
+          f"dagster dev -w workspace.yaml\nand the model versions in MLflow:\n  mlflow ui --backend-store-uri "
+          f"{config.mlflow_tracking_uri}")
+    return 0 if ok else 1
+
+
+def cmd_config(args: argparse.Namespace, config: PlatformConfig) -> int:
+    data = config.as_dict()
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        width = max(map(len, data))
+        for k, v in data.items():
+            print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def cmd_validate_spec(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from mlplatform_assets.lib.spec import load_spec
+
+    for path in args.path:
+        spec = load_spec(path, config.state_dir)
+        print(f"{path}: OK ({spec.name}: {spec.task}, {spec.estimator.class_path}, primary metric "
+              f"{spec.metrics.primary} ({spec.metrics.direction}))")
+    return 0
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user database entry in some containers
+        return "cli:unknown"
+
+
+def cmd_rollback(args: argparse.Namespace, config: PlatformConfig) -> int:
+    _prepare(config)
+    rec = _registry(config).rollback(args.model, args.to, actor=_actor(), reason=args.reason)
+    print(f"{args.model}: champion v{rec.from_version} -> v{rec.to_version} (rolled back; audited)")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from mlplatform_assets.lib.lifecycle import reproduce
+    from mlplatform_assets.lib.storage import ObjectStore
+
+    _prepare(config)
+    result = reproduce(_registry(config), ObjectStore(config.data_uri), args.model, args.version)
+    print(json.dumps(result.__dict__, default=str) if args.json else result.message)
+    return 0 if result.identical else 1
+
+
+def cmd_audit(args: argparse.Namespace, config: PlatformConfig) -> int:
+    _prepare(config)
+    for rec in _registry(config).audit_records(args.model):
+        print(json.dumps(rec, sort_keys=True) if args.json else
+              f"{rec['time']}  {rec['decision']:<13} v{rec['from_version']} -> v{rec['to_version']}  "
+              f"by {rec['actor']}: {rec['reason']}")
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from mlplatform_assets.lib.registry import version_lineage
+
+    _prepare(config)
+    print(json.dumps(version_lineage(_registry(config), args.model, args.version), indent=2, default=str))
+    return 0
+
+
+def cmd_example_data(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from mlplatform_assets.lib import example_data
+
+    specs = _specs(config, [args.model])
+    spec = specs[0]
+    if not spec.source.example_generator:
+        raise SystemExit(f"{spec.name}: its spec declares no source.example_generator")
+    start = dt.date.fromisoformat(args.start)
+    end = dt.date.fromisoformat(args.end) if args.end else start
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    written = example_data.write_example_days(spec.source.example_generator, spec.source.uri, days,
+                                              spec.source.file_pattern, drift=args.drift, overwrite=args.overwrite)
+    print(f"{spec.name}: wrote {len(written)} day file(s) to {spec.source.uri}{' (drifted)' if args.drift else ''}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from mlplatform_assets.lib.serving import run_from_args
+
+    _prepare(config)
+    return run_from_args(args, config) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlplatform", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("lifecycle", help="run the whole lifecycle of models through Dagster")
+    s.add_argument("--model", action="append", help="model name (repeatable; default: all)")
+    s.add_argument("--as-of", help="last day of the training window (YYYY-MM-DD; default: yesterday UTC)")
+    s.add_argument("--json", action="store_true", help="also print the summaries as JSON")
+    s.set_defaults(fn=cmd_lifecycle)
+
+    s = sub.add_parser("config", help="print the effective configuration")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_config)
+
+    s = sub.add_parser("validate-spec", help="validate model spec file(s)")
+    s.add_argument("path", nargs="+")
+    s.set_defaults(fn=cmd_validate_spec)
+
+    s = sub.add_parser("rollback", help="move 'champion' back (previous champion by default)")
+    s.add_argument("model")
+    s.add_argument("--to", help="version to roll back to")
+    s.add_argument("--reason", default="manual rollback", help="recorded in the audit trail")
+    s.set_defaults(fn=cmd_rollback)
+
+    s = sub.add_parser("reproduce", help="retrain a recorded version and compare its holdout predictions")
+    s.add_argument("model")
+    s.add_argument("version")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_reproduce)
+
+    s = sub.add_parser("audit", help="print a model's alias audit trail")
+    s.add_argument("model")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_audit)
+
+    s = sub.add_parser("lineage", help="print a version's lineage (data, code, spec, Dagster run)")
+    s.add_argument("model")
+    s.add_argument("version")
+    s.set_defaults(fn=cmd_lineage)
+
+    s = sub.add_parser("example-data", help="write example daily files (optionally drifted)")
+    s.add_argument("--model", required=True)
+    s.add_argument("--start", required=True, help="first day YYYY-MM-DD")
+    s.add_argument("--end", help="last day (default: --start)")
+    s.add_argument("--drift", action="store_true", help="generate drifted data")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(fn=cmd_example_data)
+
+    s = sub.add_parser("serve", help="serve a model's champion over HTTP")
+    try:
+        from mlplatform_assets.lib.serving import add_serve_arguments
+
+        add_serve_arguments(s)
+    except ImportError:
+        s.add_argument("--model", required=True)
+    s.set_defaults(fn=cmd_serve)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+    args = build_parser().parse_args(argv)
+    from mlplatform_assets.lib.registry import RegistryError
+    from mlplatform_assets.lib.spec import SpecError
+
+    config = load_config()
+    try:
+        return int(args.fn(args, config) or 0)
+    except (SpecError, RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The one Definitions object that workspace.yaml loads.
+
+Built lazily by ``@dg.definitions``: reading specs and the environment happens when
+Dagster loads the code location, never at import time.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from mlplatform_assets.defs.lifecycle.assets import build_lifecycle_assets, lifecycle_jobs
+from mlplatform_assets.defs.resources import build_resources
+from mlplatform_assets.lib.config import PlatformConfig, load_config
+from mlplatform_assets.lib.spec import ModelSpec, load_specs
+
+
+def build_definitions(config: PlatformConfig | None = None, specs: list[ModelSpec] | None = None) -> dg.Definitions:
+    config = config or load_config()
+    specs = specs if specs is not None else load_specs(config.models_dir, config.state_dir)
+    assets: list = []
+    jobs: list = []
+    for spec in specs:
+        assets.extend(build_lifecycle_assets(spec))
+        jobs.extend(lifecycle_jobs(spec))
+    return dg.Definitions(assets=assets, jobs=jobs, resources=build_resources(config))
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

@@ -1,0 +1,245 @@
+"""One spec in, one group of lifecycle assets out: raw_data -> validated_data -> features ->
+trained_model -> evaluation_report -> deployed_endpoint, key-prefixed by the model's name."""
+
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import dagster as dg
+
+from mlplatform_assets.lib import lifecycle, validation
+from mlplatform_assets.lib.evaluation import quality_report_html
+from mlplatform_assets.lib.features import DatasetError, TrainingDataset
+from mlplatform_assets.lib.hashing import code_version
+from mlplatform_assets.lib.spec import ModelSpec
+from mlplatform_assets.defs.resources import DataStore, MlflowRegistryResource, PlatformResource
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def daily_partitions(spec: ModelSpec) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(start_date=spec.partition_start.isoformat(), timezone="UTC")
+
+
+class TrainingWindowConfig(dg.Config):
+    as_of: Optional[str] = None
+    """Last day (YYYY-MM-DD) of the training window. Default: the end of the run's partition range,
+    else the latest validated day."""
+
+
+def _floats(metrics: dict[str, float], prefix: str = "") -> dict[str, dg.MetadataValue]:
+    return {f"{prefix}{k}": dg.MetadataValue.float(float(v)) for k, v in metrics.items() if v == v}
+
+
+def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
+    return [dt.date.fromisoformat(k) for k in context.partition_keys]
+
+
+def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
+    name = spec.name
+    partitions = daily_partitions(spec)
+    raw_key = dg.AssetKey([name, "raw_data"])
+    check_specs = [dg.AssetCheckSpec(c, asset=raw_key, blocking=True, description=validation.CHECK_DESCRIPTIONS[c])
+                   for c in validation.CHECK_NAMES]
+    tags = {"mlplatform/model": name}
+
+    @dg.asset(
+        key=raw_key, group_name=name, partitions_def=partitions, check_specs=check_specs,
+        backfill_policy=dg.BackfillPolicy.single_run(), kinds={"pandas", "parquet"}, tags=tags,
+        description=f"Raw rows of {name} for one day, copied from {spec.source.uri}. Blocking checks guard it.",
+    )
+    def raw_data(context: dg.AssetExecutionContext, data_store: DataStore) -> dg.MaterializeResult:
+        days = _days(context)
+        ingested = lifecycle.ingest_days(spec, days, data_store.store(), data_store.source_s3_client())
+        check_results = []
+        for check in validation.CHECK_NAMES:
+            failures = [(d.day, c) for d in ingested for c in d.checks if c.name == check and not c.passed]
+            if failures:
+                desc = "; ".join(f"{day}: {c.message}" for day, c in failures[:20])
+                if len(failures) > 20:
+                    desc += f"; ... and {len(failures) - 20} more partition(s)"
+            else:
+                desc = f"passed on {len(ingested)} partition(s)"
+            check_results.append(dg.AssetCheckResult(
+                check_name=check, passed=not failures, severity=dg.AssetCheckSeverity.ERROR, description=desc,
+                metadata={"failed_partitions": dg.MetadataValue.json([str(day) for day, _ in failures]),
+                          "messages": dg.MetadataValue.json({str(day): c.message for day, c in failures[:50]})}))
+        total_rows = sum(d.rows for d in ingested)
+        first = next((d for d in ingested if d.schema), None)
+        metadata: dict[str, Any] = {
+            "dagster/row_count": dg.MetadataValue.int(total_rows),
+            "rows": dg.MetadataValue.int(total_rows),
+            "bytes": dg.MetadataValue.int(sum(d.n_bytes for d in ingested)),
+            "partitions": dg.MetadataValue.int(len(ingested)),
+            "source": dg.MetadataValue.text(spec.source.uri),
+        }
+        if first is not None:
+            metadata["dagster/column_schema"] = dg.TableSchema(
+                columns=[dg.TableColumn(c, t) for c, t in first.schema.items()])
+        if len(ingested) == 1:
+            metadata["data_sha256"] = dg.MetadataValue.text(ingested[0].data_sha256)
+        else:
+            metadata["per_partition"] = dg.MetadataValue.md("| day | rows | bytes | sha256 | checks |\n|---|---|---|---|---|\n" + "\n".join(
+                f"| {d.day} | {d.rows} | {d.n_bytes} | {d.data_sha256[:12]} | {'ok' if d.passed else 'FAILED'} |"
+                for d in ingested))
+        return dg.MaterializeResult(metadata=metadata, check_results=check_results)
+
+    @dg.asset(
+        key=[name, "validated_data"], group_name=name, partitions_def=partitions, deps=[raw_data],
+        backfill_policy=dg.BackfillPolicy.single_run(), kinds={"pandas", "parquet"}, tags=tags,
+        description="Typed, cleaned rows of days whose raw data passed every blocking check.",
+    )
+    def validated_data(context: dg.AssetExecutionContext, data_store: DataStore) -> dg.MaterializeResult:
+        stored = lifecycle.store_validated(spec, _days(context), data_store.store())
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": dg.MetadataValue.int(sum(s["rows"] for s in stored.values())),
+            "dropped_rows": dg.MetadataValue.int(sum(s["dropped_rows"] for s in stored.values())),
+            "partitions": dg.MetadataValue.int(len(stored)),
+        })
+
+    @dg.asset(
+        key=[name, "features"], group_name=name, deps=[validated_data], kinds={"pandas"}, tags=tags,
+        description=f"Training dataset: the last {spec.training.window_days} validated days, the last "
+                    f"{spec.training.holdout_days} held out (time-ordered split).",
+    )
+    def features(context: dg.AssetExecutionContext, config: TrainingWindowConfig,
+                 data_store: DataStore) -> dg.Output[TrainingDataset]:
+        as_of = config.as_of or context.run.tags.get(RANGE_END_TAG) or (
+            context.run.tags.get("dagster/partition") if context.run.tags.get("dagster/partition") else None)
+        try:
+            dataset = lifecycle.load_training_dataset(
+                spec, data_store.store(), end=dt.date.fromisoformat(as_of) if as_of else None)
+        except DatasetError as exc:
+            raise dg.Failure(description=f"{name}: {exc}") from None
+        return dg.Output(dataset, metadata={
+            "train_rows": dg.MetadataValue.int(len(dataset.train)),
+            "holdout_rows": dg.MetadataValue.int(len(dataset.holdout)),
+            "dagster/row_count": dg.MetadataValue.int(len(dataset.train) + len(dataset.holdout)),
+            "partition_range": dg.MetadataValue.text(dataset.partition_range),
+            "data_sha256": dg.MetadataValue.text(dataset.data_sha256),
+            "numeric_features": dg.MetadataValue.json(dataset.numeric),
+            "categorical_features": dg.MetadataValue.json(dataset.categorical),
+        })
+
+    @dg.asset(
+        key=[name, "trained_model"], group_name=name, kinds={"scikitlearn", "mlflow"}, tags=tags,
+        description=f"{spec.estimator.class_path} fitted on the training rows, logged to MLflow with full lineage "
+                    f"and registered as a new version with alias 'challenger'.",
+    )
+    def trained_model(context: dg.AssetExecutionContext, features: TrainingDataset,
+                      mlflow: MlflowRegistryResource) -> dg.Output[dict]:
+        registry = mlflow.registry()
+        version, result = lifecycle.train_and_register(spec, features, registry, code_version(), context.run_id)
+        context.log.info(f"{name}: registered v{version.version} (run {version.run_id}): {result.metrics}")
+        return dg.Output(
+            {"version": version.version, "run_id": version.run_id, "metrics": result.metrics,
+             "run_url": version.run_url},
+            metadata={
+                "model_version": dg.MetadataValue.text(version.version),
+                "mlflow_run_id": dg.MetadataValue.text(version.run_id),
+                "mlflow_run": dg.MetadataValue.url(version.run_url),
+                "mlflow_model": dg.MetadataValue.url(registry.model_url(name, version.version)),
+                "model_uri": dg.MetadataValue.text(version.model_uri),
+                "data_sha256": dg.MetadataValue.text(features.data_sha256),
+                "partition_range": dg.MetadataValue.text(features.partition_range),
+                **_floats(result.metrics, "holdout_"),
+            })
+
+    @dg.asset(
+        key=[name, "evaluation_report"], group_name=name, kinds={"evidently", "mlflow"}, tags=tags,
+        description="Challenger vs current champion on the same holdout, an Evidently quality report, and the "
+                    "promotion decision with its reason.",
+    )
+    def evaluation_report(context: dg.AssetExecutionContext, features: TrainingDataset, trained_model: dict,
+                          mlflow: MlflowRegistryResource, platform: PlatformResource) -> dg.Output[dict]:
+        registry = mlflow.registry()
+        version = trained_model["version"]
+        ev = lifecycle.evaluate_challenger(spec, registry, version, features)
+        report = Path(platform.reports_dir) / name / f"evaluation_v{version}.html"
+        quality_report_html(spec, features.holdout, ev.challenger_predictions, report,
+                            reference=ev.champion_predictions)
+        import mlflow as mlflow_lib
+        from mlplatform_assets.lib.registry import mlflow_uris
+
+        with mlflow_uris(registry.settings):
+            client = registry.client
+            client.log_artifact(trained_model["run_id"], str(report), "evaluation")
+            client.log_text(trained_model["run_id"], json.dumps(ev.decision.as_dict(), indent=2),
+                            "evaluation/decision.json")
+            for k, v in (ev.champion_metrics or {}).items():
+                if v == v:
+                    client.log_metric(trained_model["run_id"], f"champion_{k}", v)
+            if ev.decision.delta is not None:
+                client.log_metric(trained_model["run_id"], f"delta_{spec.metrics.primary}", ev.decision.delta)
+        del mlflow_lib
+        client.set_model_version_tag(name, version, "mlplatform.evaluation",
+                                     json.dumps({"promote": ev.decision.promote, "reason": ev.decision.reason}))
+        metadata = {
+            "promote": dg.MetadataValue.bool(ev.decision.promote),
+            "reason": dg.MetadataValue.text(ev.decision.reason),
+            "challenger_version": dg.MetadataValue.text(str(version)),
+            "champion_version": dg.MetadataValue.text(str(ev.decision.champion_version or "none")),
+            "report_path": dg.MetadataValue.path(str(report)),
+            "mlflow_run": dg.MetadataValue.url(trained_model["run_url"]),
+            **_floats(ev.challenger_metrics, "challenger_"),
+            **_floats(ev.champion_metrics or {}, "champion_"),
+        }
+        if ev.decision.delta is not None:
+            metadata[f"delta_{spec.metrics.primary}"] = dg.MetadataValue.float(ev.decision.delta)
+        return dg.Output({"decision": ev.decision.as_dict(), "report": str(report),
+                          "challenger_metrics": ev.challenger_metrics, "champion_metrics": ev.champion_metrics},
+                         metadata=metadata)
+
+    @dg.asset(
+        key=[name, "deployed_endpoint"], group_name=name, kinds={"mlflow"}, tags=tags,
+        description="Moves the MLflow alias 'champion' to the challenger when the gate passed, and records the "
+                    "decision in the audit trail either way.",
+    )
+    def deployed_endpoint(context: dg.AssetExecutionContext, evaluation_report: dict,
+                          mlflow: MlflowRegistryResource) -> dg.Output[dict]:
+        from mlplatform_assets.lib.evaluation import PromotionDecision
+
+        registry = mlflow.registry()
+        decision = PromotionDecision(**evaluation_report["decision"])
+        outcome = lifecycle.apply_decision(spec, registry, decision, actor=f"dagster:{context.run_id}",
+                                           dagster_run_id=context.run_id)
+        champion = registry.champion(name)
+        champion_version = str(champion.version) if champion else None
+        rec = outcome["record"]
+        context.log.info(f"{name}: {rec.decision} (champion v{champion_version}): {rec.reason}")
+        value = {"champion_version": champion_version, "promoted": outcome["promoted"], "reason": rec.reason,
+                 "challenger_version": decision.challenger_version}
+        return dg.Output(value, metadata={
+            "champion_version": dg.MetadataValue.text(str(champion_version)),
+            "promoted": dg.MetadataValue.bool(outcome["promoted"]),
+            "decision": dg.MetadataValue.text(rec.decision),
+            "reason": dg.MetadataValue.text(rec.reason),
+            "model_uri": dg.MetadataValue.text(f"models:/{name}@champion"),
+            "mlflow_model": dg.MetadataValue.url(registry.model_url(name, champion_version or "")),
+        })
+
+    return [raw_data, validated_data, features, trained_model, evaluation_report, deployed_endpoint]
+
+
+def lifecycle_jobs(spec: ModelSpec) -> list:
+    name = spec.name
+    group = dg.AssetSelection.groups(name)
+    training = dg.AssetSelection.assets(*[dg.AssetKey([name, k]) for k in
+                                          ("features", "trained_model", "evaluation_report", "deployed_endpoint")])
+    ingest = dg.AssetSelection.assets(dg.AssetKey([name, "raw_data"]), dg.AssetKey([name, "validated_data"]))
+    # In-process: one run is a handful of cheap steps; a process per step costs ~2 s each here.
+    return [
+        dg.define_asset_job(f"{name}__lifecycle", selection=ingest | training, executor_def=dg.in_process_executor,
+                            description=f"{name}: ingest a partition range, validate, train, evaluate, promote.",
+                            tags={"mlplatform/model": name}),
+        dg.define_asset_job(f"{name}__ingest", selection=ingest, executor_def=dg.in_process_executor,
+                            partitions_def=daily_partitions(spec),
+                            description=f"{name}: copy and validate source partitions.",
+                            tags={"mlplatform/model": name}),
+        dg.define_asset_job(f"{name}__training", selection=training, executor_def=dg.in_process_executor,
+                            description=f"{name}: retrain on the latest validated window, evaluate, promote.",
+                            tags={"mlplatform/model": name}),
+    ]

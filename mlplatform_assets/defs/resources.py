@@ -1,0 +1,152 @@
+"""Resources: each one an interface with a local and a cloud implementation, chosen by configuration."""
+
+
+import io
+import json
+import os
+from typing import Any, Optional
+
+import dagster as dg
+import pandas as pd
+from dagster_aws.s3 import S3Resource
+
+from mlplatform_assets.lib.config import PlatformConfig
+from mlplatform_assets.lib.features import TrainingDataset
+from mlplatform_assets.lib.registry import MlflowSettings, Registry
+from mlplatform_assets.lib.storage import ObjectStore
+
+
+class MlflowRegistryResource(dg.ConfigurableResource):
+    """The MLflow tracking server / model registry the platform writes to.
+
+    Locally a SQLite file under the state directory; in production a tracking server URL.
+    Credentials (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN) are read by MLflow from the
+    environment and never pass through Dagster config or metadata.
+    """
+
+    tracking_uri: str
+    registry_uri: str
+    artifact_root: str
+    ui_url: Optional[str] = None
+    audit_log_path: Optional[str] = None
+
+    def registry(self) -> Registry:
+        settings = MlflowSettings(self.tracking_uri, self.registry_uri, self.artifact_root, self.ui_url)
+        return Registry(settings, self.audit_log_path)
+
+
+class DataStore(dg.ConfigurableResource):
+    """Where the platform keeps partition data and training datasets (interface)."""
+
+    def store(self) -> ObjectStore:
+        raise NotImplementedError
+
+    def source_s3_client(self) -> Any:
+        """A client for reading ``s3://`` model sources."""
+        raise NotImplementedError
+
+
+class LocalDataStore(DataStore):
+    """Partition data in a local directory; ``s3://`` sources are still readable through ``s3``."""
+
+    root: str
+    s3: dg.ResourceDependency[S3Resource]
+
+    def store(self) -> ObjectStore:
+        return ObjectStore(self.root)
+
+    def source_s3_client(self) -> Any:
+        return self.s3.get_client()
+
+
+class S3DataStore(DataStore):
+    """Partition data under an ``s3://bucket/prefix``, through dagster-aws's S3 resource."""
+
+    root_uri: str
+    s3: dg.ResourceDependency[S3Resource]
+
+    def store(self) -> ObjectStore:
+        return ObjectStore(self.root_uri, self.s3.get_client())
+
+    def source_s3_client(self) -> Any:
+        return self.s3.get_client()
+
+
+class PlatformResource(dg.ConfigurableResource):
+    """Paths of the platform's own state (reports, audit and alert logs, prediction logs)."""
+
+    state_dir: str
+    reports_dir: str
+    alerts_log_path: str
+    prediction_log_uri: str
+
+
+class DatasetIOManager(dg.ConfigurableIOManager):
+    """Stores lifecycle outputs in the data store as open formats: training datasets as Parquet
+    (plus a JSON manifest), small records as JSON. No pickle, readable from any tool."""
+
+    data_store: dg.ResourceDependency[DataStore]
+
+    def _prefix(self, context: dg.OutputContext | dg.InputContext) -> str:
+        return "/".join(context.asset_key.path) + "/latest"
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        store = self.data_store.store()
+        prefix = self._prefix(context)
+        if isinstance(obj, TrainingDataset):
+            store.write_frame(f"{prefix}/train.parquet", obj.train)
+            store.write_frame(f"{prefix}/holdout.parquet", obj.holdout)
+            manifest = {"kind": "training_dataset", "numeric": obj.numeric, "categorical": obj.categorical,
+                        "target": obj.target, "timestamp": obj.timestamp,
+                        "train_days": [d.isoformat() for d in obj.train_days],
+                        "holdout_days": [d.isoformat() for d in obj.holdout_days], "data_sha256": obj.data_sha256}
+            # The manifest is written last: a reader that finds it finds both frames complete.
+            store.write_bytes(f"{prefix}/manifest.json", json.dumps(manifest).encode())
+        else:
+            store.write_bytes(f"{prefix}/value.json", json.dumps({"kind": "json", "value": obj}, default=str).encode())
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        import datetime as dt
+
+        store = self.data_store.store()
+        prefix = self._prefix(context.upstream_output)
+        if store.exists(f"{prefix}/manifest.json"):
+            m = json.loads(store.read_bytes(f"{prefix}/manifest.json"))
+            return TrainingDataset(
+                train=store.read_frame(f"{prefix}/train.parquet"), holdout=store.read_frame(f"{prefix}/holdout.parquet"),
+                numeric=m["numeric"], categorical=m["categorical"], target=m["target"], timestamp=m["timestamp"],
+                train_days=[dt.date.fromisoformat(d) for d in m["train_days"]],
+                holdout_days=[dt.date.fromisoformat(d) for d in m["holdout_days"]], data_sha256=m["data_sha256"])
+        key = f"{prefix}/value.json"
+        if not store.exists(key):
+            raise dg.Failure(f"{'/'.join(context.upstream_output.asset_key.path)} has not been materialized yet")
+        return json.loads(store.read_bytes(key))["value"]
+
+
+def _env_or_none(name: str) -> Any:
+    # Only reference variables that are set: an EnvVar for an unset variable fails at run time,
+    # while unset means "let boto3 use its default credential chain".
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def build_resources(config: PlatformConfig) -> dict[str, Any]:
+    s3 = S3Resource(
+        endpoint_url=_env_or_none("AWS_ENDPOINT_URL"),
+        region_name=_env_or_none("AWS_DEFAULT_REGION"),
+        aws_access_key_id=_env_or_none("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_env_or_none("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=_env_or_none("AWS_SESSION_TOKEN"),
+    )
+    data_store: DataStore = (S3DataStore(root_uri=config.data_uri, s3=s3) if config.data_uri.startswith("s3://")
+                             else LocalDataStore(root=config.data_uri, s3=s3))
+    return {
+        "s3": s3,
+        "data_store": data_store,
+        "mlflow": MlflowRegistryResource(
+            tracking_uri=config.mlflow_tracking_uri, registry_uri=config.mlflow_registry_uri,
+            artifact_root=config.artifact_root, ui_url=config.mlflow_ui_url, audit_log_path=config.audit_log_path),
+        "platform": PlatformResource(state_dir=config.state_dir, reports_dir=config.reports_dir,
+                                     alerts_log_path=config.alerts_log_path,
+                                     prediction_log_uri=config.prediction_log_uri),
+        "io_manager": DatasetIOManager(data_store=data_store),
+    }
