@@ -85,7 +85,8 @@ def run_lifecycle(config: PlatformConfig, names: Sequence[str] | None = None, en
     defs = build_definitions(config, specs)
     s3_client = None
     if any(s.source.uri.startswith("s3://") for s in specs):
-        s3_client = defs.resources["s3"].get_client()  # type: ignore[union-attr]
+        # The S3 resource holds dg.EnvVar fields, which only resolve through Dagster config processing.
+        s3_client = defs.resources["s3"].process_config_and_initialize().get_client()  # type: ignore[union-attr]
     instance = dg.DagsterInstance.get()
     summaries = []
     for spec in specs:
