@@ -1,0 +1,188 @@
+"""End-to-end lifecycle through Dagster on a real instance and a real MLflow SQLite store."""
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from mlplatform_assets.cli import run_lifecycle
+from mlplatform_assets.definitions import build_definitions
+from mlplatform_assets.lib import registry as reg_mod
+from mlplatform_assets.lib.lifecycle import reproduce
+from mlplatform_assets.lib.registry import MlflowSettings, Registry, RegistryError, read_jsonl
+from mlplatform_assets.lib.spec import load_specs
+from mlplatform_assets.lib.storage import ObjectStore
+
+from .conftest import SMALL_DAYS, SMALL_END, write_small_spec
+
+
+def _registry(config):
+    return Registry(MlflowSettings.from_config(config), config.audit_log_path)
+
+
+def _run(config, **kw):
+    return run_lifecycle(config, ["small_churn"], SMALL_END, **kw)[0]
+
+
+def test_train_promote_reject_rollback_with_audit(platform, small_source, capsys):
+    platform_models = Path(platform.models_dir)
+    write_small_spec(platform_models, small_source)
+    first = _run(platform)
+    assert first["success"], first
+    registry = _registry(platform)
+    champ = registry.champion("small_churn")
+    assert champ is not None and str(champ.version) == "1"
+
+    # Complete lineage on the run and the version.
+    run = registry.client.get_run(champ.run_id)
+    for tag in reg_mod.LINEAGE_TAGS:
+        assert run.data.tags.get(tag), f"missing lineage tag {tag}"
+    assert run.data.tags[reg_mod.TAG_PARTITIONS] == f"{SMALL_DAYS[0]}..{SMALL_DAYS[-1]}"
+    assert run.data.tags[reg_mod.TAG_DAGSTER_RUN] == first["run_id"]
+    assert run.data.metrics["holdout_roc_auc"] > 0.6
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"small_churn-train", "small_churn-holdout"}
+    # The Dagster materialization points back at MLflow.
+    tm = first["assets"]["trained_model"]
+    assert tm["mlflow_run_id"] == champ.run_id and tm["model_version"] == "1"
+    assert isinstance(tm["holdout_roc_auc"], float)
+
+    # A deliberately worse challenger: same model, a constant predictor, no floor so the champion comparison decides.
+    write_small_spec(platform_models, small_source, estimator="sklearn.dummy.DummyClassifier",
+                     params="{strategy: prior}", floor="null")
+    second = _run(platform)
+    assert second["success"], second
+    assert second["assets"]["deployed_endpoint"]["promoted"] is False
+    assert "min_improvement" in second["assets"]["deployed_endpoint"]["reason"]
+    assert str(registry.champion("small_churn").version) == "1"
+    assert str(registry.alias_version("small_churn", "challenger").version) == "2"
+
+    # A better-enough third model is promoted over v1.
+    write_small_spec(platform_models, small_source, estimator="sklearn.ensemble.HistGradientBoostingClassifier",
+                     params="{max_iter: 60, learning_rate: 0.1}", floor="0.6")
+    third = _run(platform)
+    promoted = third["assets"]["deployed_endpoint"]["promoted"]
+    expected_champion = "3" if promoted else "1"
+    assert str(registry.champion("small_churn").version) == expected_champion
+
+    audit = registry.audit_records("small_churn")
+    assert [a["decision"] for a in audit[:2]] == ["promoted", "kept_champion"]
+    assert audit[0]["to_version"] == "1" and audit[0]["from_version"] is None
+    assert audit[1]["to_version"] == "2" and "min_improvement" in audit[1]["reason"]
+    assert all(a["dagster_run_id"] for a in audit)
+    # The local mirror holds the same records.
+    assert [r["decision"] for r in read_jsonl(platform.audit_log_path)] == [a["decision"] for a in audit]
+
+    if not promoted:
+        registry.move_champion("small_churn", "3", action="promote", reason="test setup", actor="test")
+    record = registry.rollback("small_churn", actor="test", reason="bad canary")
+    assert (record.from_version, record.to_version, record.decision) == ("3", "1", "rolled_back")
+    assert str(registry.champion("small_churn").version) == "1"
+    last = registry.audit_records("small_churn")[-1]
+    assert last["decision"] == "rolled_back" and last["reason"] == "bad canary"
+    with pytest.raises(RegistryError, match="already the champion"):
+        registry.rollback("small_churn", to_version="1", actor="test")
+    with pytest.raises(RegistryError, match="no version '99'"):
+        registry.rollback("small_churn", to_version="99", actor="test")
+
+    # Reproduce v1 exactly from its recorded spec and partitions.
+    result = reproduce(registry, ObjectStore(platform.data_uri), "small_churn", "1")
+    assert result.identical and result.data_matches and result.rows > 0, result.message
+
+
+@pytest.mark.parametrize("problem, expect_check, expect_text", [
+    ("missing_column", "required_columns", "monthly_charges"),
+    ("wrong_dtype", "dtypes", "monthly_charges is object"),
+    ("empty_file", "non_empty", "0 rows"),
+    ("all_null_target", "target_domain", "null in every row"),
+    ("duplicated_rows", "duplicate_share", "duplicate share"),
+])
+def test_bad_partition_blocks_downstream_and_keeps_champion(platform, small_source, problem, expect_check,
+                                                            expect_text):
+    write_small_spec(Path(platform.models_dir), small_source)
+    assert _run(platform)["success"]
+    registry = _registry(platform)
+    champion_before = str(registry.champion("small_churn").version)
+
+    bad_day = SMALL_END + dt.timedelta(days=1)
+    df = pd.read_parquet(small_source / f"{SMALL_END}.parquet")
+    if problem == "missing_column":
+        df = df.drop(columns=["monthly_charges"])
+    elif problem == "wrong_dtype":
+        df["monthly_charges"] = df["monthly_charges"].map(lambda v: f"${v}")
+    elif problem == "empty_file":
+        df = df.iloc[0:0]
+    elif problem == "all_null_target":
+        df["churned"] = None
+    elif problem == "duplicated_rows":
+        df = pd.concat([df, df.head(len(df) // 2)])
+    df.to_parquet(small_source / f"{bad_day}.parquet", index=False)
+
+    summary = run_lifecycle(platform, ["small_churn"], bad_day)[0]
+    assert summary["success"] is False
+    failed = [c for c in summary["failed_checks"] if c.startswith(expect_check)]
+    assert failed and expect_text in failed[0] and str(bad_day) in failed[0], summary["failed_checks"]
+    # Nothing downstream of the raw data materialized in that run; no new version; champion unchanged.
+    assert set(summary["assets"]) == {"raw_data"}
+    assert str(registry.champion("small_churn").version) == champion_before
+    assert len(registry.client.search_model_versions("name='small_churn'")) == 1
+    store = ObjectStore(platform.data_uri)
+    assert not store.exists(f"small_churn/validated/date={bad_day}/data.parquet")
+
+
+def test_unseen_dataset_single_csv_with_inferred_features(platform, tmp_path):
+    """A dataset the platform has never seen (sklearn's wine data, with a synthetic timestamp), one CSV file,
+    features inferred, a different estimator: trains and gets a champion with no code change."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer(as_frame=True).frame
+    data = data.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    start = pd.Timestamp("2026-01-01")
+    data.insert(0, "measured_at", start + pd.to_timedelta((data.index.to_numpy() * 20 * 86400) // len(data), unit="s"))
+    data["clinic"] = ["a", "b", "c"] * (len(data) // 3) + ["a"] * (len(data) % 3)
+    csv = tmp_path / "tumours.csv"
+    data.to_csv(csv, index=False)
+    (Path(platform.models_dir) / "tumour_malignancy.yaml").write_text(f"""
+name: tumour_malignancy
+task: classification
+source: {{uri: {csv}}}
+timestamp_column: measured_at
+partition_start: 2026-01-01
+target: {{column: target, classes: [0, 1]}}
+features: {{infer: true, exclude: []}}
+estimator: {{class_path: sklearn.ensemble.RandomForestClassifier, params: {{n_estimators: 50}}}}
+training: {{window_days: 20, holdout_days: 4, min_partitions: 10}}
+metrics: {{primary: roc_auc}}
+promotion: {{absolute_floor: 0.8}}
+validation: {{min_rows: 1}}
+""")
+    summary = run_lifecycle(platform, ["tumour_malignancy"], dt.date(2026, 1, 20))[0]
+    assert summary["success"], summary
+    champion = _registry(platform).champion("tumour_malignancy")
+    assert champion is not None and str(champion.version) == "1"
+    assert len(summary["assets"]["features"]["numeric_features"]) == 30
+    assert summary["assets"]["features"]["categorical_features"] == ["clinic"]
+
+
+def test_materialize_with_dg_materialize_on_ephemeral_instance(platform, small_source):
+    """The asset graph also runs via dg.materialize (how the UI's Materialize button executes a selection)."""
+    write_small_spec(Path(platform.models_dir), small_source)
+    config = platform
+    defs = build_definitions(config, load_specs(config.models_dir, config.state_dir))
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("small_churn__ingest")
+    res = job.execute_in_process(instance=instance, tags={
+        "dagster/asset_partition_range_start": str(SMALL_DAYS[0]),
+        "dagster/asset_partition_range_end": str(SMALL_DAYS[-1])})
+    assert res.success
+    materialized = instance.get_materialized_partitions(dg.AssetKey(["small_churn", "validated_data"]))
+    assert materialized == {str(d) for d in SMALL_DAYS}
+    training = defs.resolve_job_def("small_churn__training").execute_in_process(instance=instance)
+    assert training.success
+    mats = {e.asset_key.path[-1]: e for e in training.get_asset_materialization_events()}
+    assert set(mats) == {"features", "trained_model", "evaluation_report", "deployed_endpoint"}
+    report_meta = mats["evaluation_report"].event_specific_data.materialization.metadata
+    html = Path(report_meta["report_path"].value).read_text()
+    assert "ROC AUC" in html and "Accuracy" in html
+    assert report_meta["promote"].value is True
