@@ -469,3 +469,14 @@ def test_evidently_report_html(tmp_path, rng):
     text = open(out, encoding="utf-8").read()
     assert out.endswith("drift.html") and "<html" in text.lower()
     assert not [p for p in (tmp_path / "r").iterdir() if p.name != "drift.html"]  # no temp files left
+
+
+def test_linear_time_wasserstein_equals_scipy(rng):
+    from scipy.stats import wasserstein_distance
+
+    for n, m in [(1, 1), (1, 5), (7, 3), (100, 250), (999, 1000), (4000, 6000), (3, 3)]:
+        for ties in (False, True):
+            r = rng.integers(0, 5, n).astype(float) if ties else rng.normal(size=n)
+            c = rng.integers(0, 6, m).astype(float) if ties else rng.normal(0.3, 1.0, m)
+            ours = drift._wasserstein_sorted(np.sort(r), np.sort(c))
+            assert ours == pytest.approx(wasserstein_distance(r, c), rel=1e-10, abs=1e-14), (n, m, ties)
