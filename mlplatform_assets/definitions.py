@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 
 from mlplatform_assets.defs.lifecycle.assets import build_lifecycle_assets, lifecycle_jobs
+from mlplatform_assets.defs.monitoring.assets import build_monitoring_assets, monitoring_job
 from mlplatform_assets.defs.resources import build_resources
 from mlplatform_assets.lib.config import PlatformConfig, load_config
 from mlplatform_assets.lib.spec import ModelSpec, load_specs
@@ -21,7 +22,9 @@ def build_definitions(config: PlatformConfig | None = None, specs: list[ModelSpe
     jobs: list = []
     for spec in specs:
         assets.extend(build_lifecycle_assets(spec))
+        assets.extend(build_monitoring_assets(spec))
         jobs.extend(lifecycle_jobs(spec))
+        jobs.append(monitoring_job(spec))
     return dg.Definitions(assets=assets, jobs=jobs, resources=build_resources(config))
 
 

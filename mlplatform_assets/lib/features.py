@@ -69,6 +69,8 @@ def window_days(end: dt.date, spec: ModelSpec) -> list[dt.date]:
 def build_dataset(spec: ModelSpec, frames: dict[dt.date, pd.DataFrame], numeric: list[str],
                   categorical: list[str]) -> TrainingDataset:
     """Concatenate validated days in time order; the last ``holdout_days`` days with data are the holdout."""
+    # Unlabeled rows (labels not arrived yet, or missing) are scored and monitored but never trained on.
+    frames = {d: f[f[spec.target.column].notna()] for d, f in frames.items()}
     days = sorted(d for d, f in frames.items() if len(f))
     min_parts = spec.training.min_partitions or max(2, spec.training.window_days // 2)
     if len(days) < min_parts:

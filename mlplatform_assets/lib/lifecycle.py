@@ -130,10 +130,12 @@ def lineage_tags(spec: ModelSpec, dataset: TrainingDataset, code_version: str, d
 
 
 def train_and_register(spec: ModelSpec, dataset: TrainingDataset, registry: Registry, code_version: str,
-                       dagster_run_id: str | None,
-                       extra_artifacts_fn: Any = None) -> tuple[RegisteredVersion, FitResult]:
+                       dagster_run_id: str | None) -> tuple[RegisteredVersion, FitResult]:
+    from .monitoring import drift_artifacts
+
     result = fit(spec, dataset)
-    extra = extra_artifacts_fn(result) if extra_artifacts_fn else None
+    # Drift references travel with the version: a drift check never needs the training data again.
+    extra = drift_artifacts(spec, dataset, result)
     tags = lineage_tags(spec, dataset, code_version, dagster_run_id)
     tags.pop("source")
     version = registry.log_training(spec=spec, dataset=dataset, fit_result=result, lineage=tags,

@@ -266,8 +266,10 @@ class Registry:
                          "holdout_predictions.parquet": holdout_bytes, **(extra_artifacts or {})}
                 for name, data in files.items():
                     path = Path(tmp) / name
+                    path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(data)
-                    mlflow.log_artifact(str(path))
+                    folder = str(Path(name).parent)
+                    mlflow.log_artifact(str(path), None if folder == "." else folder)
                 info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature, input_example=example,
                                                 serialization_format="skops", skops_trusted_types=trusted)
                 run_id = run.info.run_id

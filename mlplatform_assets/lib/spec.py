@@ -86,6 +86,11 @@ class TargetSpec(_Strict):
     positive_class: Any | None = None
     min_value: float | None = None
     max_value: float | None = None
+    labels_delayed: bool = Field(
+        default=False,
+        description="Labels arrive days later: a day whose target is still entirely null is valid "
+                    "(scored and monitored, not trained on) until its labels land.",
+    )
 
 
 class FeaturesSpec(_Strict):

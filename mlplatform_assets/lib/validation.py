@@ -90,7 +90,8 @@ def check_day(spec: ModelSpec, df: pd.DataFrame, read_error: str | None = None) 
     if target in df.columns and n:
         y = df[target].dropna()
         if y.empty:
-            domain_problems.append(f"target {target} is null in every row")
+            if not spec.target.labels_delayed:
+                domain_problems.append(f"target {target} is null in every row")
         elif spec.task == "classification":
             if spec.target.classes is not None:
                 allowed = {str(c) for c in spec.target.classes}
@@ -112,7 +113,9 @@ def check_day(spec: ModelSpec, df: pd.DataFrame, read_error: str | None = None) 
                             {"problems": domain_problems}))
 
     shares = {}
-    for col in [target, *numeric, *categorical]:
+    # With delayed labels a missing target is expected, not a data-quality problem.
+    null_checked = [*numeric, *categorical] if spec.target.labels_delayed else [target, *numeric, *categorical]
+    for col in null_checked:
         if col in df.columns and n:
             shares[col] = float(df[col].isna().mean())
     too_null = {c: round(s, 4) for c, s in shares.items() if s > v.max_null_share}
@@ -130,7 +133,9 @@ def check_day(spec: ModelSpec, df: pd.DataFrame, read_error: str | None = None) 
 
 
 def clean_day(spec: ModelSpec, df: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
-    """Validated rows: typed columns, rows without a target or timestamp dropped, exact duplicates dropped."""
+    """Validated rows: typed columns, rows without a timestamp dropped, exact duplicates dropped.
+
+    Rows without a label are kept (they are scored and monitored); training drops them."""
     cols = [spec.timestamp_column, *numeric, *categorical, spec.target.column]
     out = df[cols].copy()
     out[spec.timestamp_column] = pd.to_datetime(out[spec.timestamp_column], errors="coerce", utc=True).dt.tz_convert(None)
@@ -139,6 +144,6 @@ def clean_day(spec: ModelSpec, df: pd.DataFrame, numeric: list[str], categorical
     for c in categorical:
         # Categories are strings; missing stays missing (None) so imputation can treat it explicitly.
         out[c] = out[c].astype(object).where(out[c].notna(), None).map(lambda x: x if x is None else str(x))
-    out = out.dropna(subset=[spec.timestamp_column, spec.target.column])
+    out = out.dropna(subset=[spec.timestamp_column])
     out = out.drop_duplicates().sort_values(spec.timestamp_column, kind="stable").reset_index(drop=True)
     return out

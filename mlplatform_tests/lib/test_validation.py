@@ -67,6 +67,11 @@ def test_target_all_null_and_out_of_domain(day):
     assert "labels outside ['0', '1']: ['7']" in failing(check_day(SPEC, bad))["target_domain"]
 
 
+def test_delayed_labels_allow_an_unlabeled_day(day):
+    delayed = SPEC.model_copy(update={"target": SPEC.target.model_copy(update={"labels_delayed": True})})
+    assert failing(check_day(delayed, day.assign(churned=None))) == {}
+
+
 def test_null_share_and_duplicates(day):
     day.loc[: len(day) // 2, "monthly_charges"] = np.nan
     assert "monthly_charges" in failing(check_day(SPEC, day))["null_share"]
@@ -79,7 +84,8 @@ def test_clean_day_types_and_drops(day):
     day = pd.concat([day, day.tail(1)])
     numeric, categorical = infer_feature_columns(SPEC, day)
     clean = clean_day(SPEC, day, numeric, categorical)
-    assert len(clean) == len(day) - 2  # the unlabeled row and the duplicate
+    assert len(clean) == len(day) - 1  # the duplicate; unlabeled rows stay (scored, never trained on)
+    assert clean["churned"].isna().sum() == 1
     assert clean["tenure_months"].dtype == np.float64
     assert list(clean.columns) == ["event_time", "tenure_months", "monthly_charges", "plan", "churned"]
     assert clean["event_time"].is_monotonic_increasing

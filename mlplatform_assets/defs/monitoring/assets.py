@@ -1,0 +1,175 @@
+"""Per-model monitoring assets, daily partitioned like the raw data: drift_report, batch_predictions,
+model_performance (realized quality once labels arrive)."""
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from mlplatform_assets.defs.lifecycle.assets import daily_partitions
+from mlplatform_assets.defs.resources import DataStore, MlflowRegistryResource, PlatformResource
+from mlplatform_assets.lib import drift, monitoring
+from mlplatform_assets.lib.hashing import frame_sha256
+from mlplatform_assets.lib.lifecycle import feature_columns_of, validated_key
+from mlplatform_assets.lib.spec import ModelSpec
+
+
+def _endpoint_scores(spec: ModelSpec, platform: PlatformResource, day: dt.date) -> pd.Series | None:
+    """The live endpoint's predictions for that day, from its prediction log (if it served any)."""
+    try:
+        from mlplatform_assets.lib.serving import read_prediction_log
+    except ImportError:
+        return None
+    try:
+        log = read_prediction_log(platform.prediction_log_uri, spec.name, date=day)
+    except FileNotFoundError:
+        return None
+    if log is None or log.empty:
+        return None
+    col = next((c for c in ("probability", "prediction_probability", "prediction") if c in log.columns), None)
+    if col is None:
+        return None
+    return log[col] if spec.task != "classification" or col != "prediction" else log[col].astype(str)
+
+
+def _column_table(result: drift.DriftResult) -> str:
+    rows = ["| column | kind | test | statistic | threshold | drifted |", "|---|---|---|---|---|---|"]
+    for c in result.columns.values():
+        stat = "n/a" if c.statistic is None else f"{c.statistic:.4g}"
+        rows.append(f"| {c.column} | {c.kind} | {c.stattest} | {stat} | {c.threshold:g} | "
+                    f"{'**yes**' if c.drifted else 'no'} |")
+    return "\n".join(rows)
+
+
+def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
+    name = spec.name
+    partitions = daily_partitions(spec)
+    tags = {"mlplatform/model": name}
+    validated = dg.AssetKey([name, "validated_data"])
+
+    def load_day(store, day: dt.date) -> tuple[pd.DataFrame, list[str]]:
+        key = validated_key(name, day)
+        if not store.exists(key):
+            raise dg.Failure(f"{name}: no validated data for {day}: materialize raw_data for that day first")
+        frame = store.read_frame(key)
+        numeric, categorical = feature_columns_of(spec, frame)
+        return frame, [*numeric, *categorical]
+
+    @dg.asset(
+        key=[name, "batch_predictions"], group_name=name, partitions_def=partitions, deps=[validated],
+        kinds={"parquet", "mlflow"}, tags=tags,
+        description="The champion's predictions for every validated row of the day, scored in chunks; each row "
+                    "records the model version that made it.",
+    )
+    def batch_predictions(context: dg.AssetExecutionContext, data_store: DataStore,
+                          mlflow: MlflowRegistryResource) -> dg.MaterializeResult:
+        day = dt.date.fromisoformat(context.partition_key)
+        store = data_store.store()
+        frame, features = load_day(store, day)
+        registry = mlflow.registry()
+        champ = registry.champion(name)
+        if champ is None:
+            raise dg.Failure(f"{name}: no champion to score with yet")
+        pipeline = registry.load_pipeline(name, str(champ.version))
+        out = monitoring.write_batch_predictions(
+            spec, store, day, monitoring.score_day(spec, pipeline, str(champ.version), frame, features))
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": dg.MetadataValue.int(out["rows"]),
+            "model_version": dg.MetadataValue.text(",".join(out["model_versions"])),
+            "mean_score": dg.MetadataValue.float(out["mean_score"]),
+            "uri": dg.MetadataValue.text(out["uri"]),
+        })
+
+    @dg.asset(
+        key=[name, "drift_report"], group_name=name, partitions_def=partitions,
+        deps=[validated, dg.AssetKey([name, "batch_predictions"])], kinds={"evidently"}, tags=tags,
+        description="That day's features vs the champion's training reference (Evidently's default tests and "
+                    "thresholds, fast engine) plus prediction drift; an Evidently HTML report for people.",
+    )
+    def drift_report(context: dg.AssetExecutionContext, data_store: DataStore, mlflow: MlflowRegistryResource,
+                     platform: PlatformResource) -> dg.MaterializeResult:
+        day = dt.date.fromisoformat(context.partition_key)
+        store = data_store.store()
+        frame, features = load_day(store, day)
+        registry = mlflow.registry()
+        try:
+            ref = monitoring.load_champion_reference(registry, name, Path(platform.state_dir) / "cache")
+        except LookupError as exc:
+            raise dg.Failure(str(exc)) from None
+        scores = []
+        pkey = monitoring.predictions_key(name, day)
+        if store.exists(pkey):
+            preds = store.read_frame(pkey)
+            scores.append(monitoring.prediction_score(spec, preds)[0])
+        endpoint = _endpoint_scores(spec, platform, day)
+        if endpoint is not None:
+            scores.append(endpoint)
+        pred_scores = pd.concat(scores, ignore_index=True) if scores else None
+        result, pred = monitoring.day_drift(spec, ref, frame, pred_scores)
+        report = Path(platform.reports_dir) / name / "drift" / f"{day}.html"
+        drift.evidently_report_html(ref.sample, frame, ref.features.numerical_columns,
+                                    ref.features.categorical_columns, report)
+        payload = {"day": str(day), "champion_version": ref.version, "features": result.to_dict(),
+                   "predictions": pred.to_dict() if pred else None}
+        store.write_bytes(f"{name}/drift/date={day}/result.json", json.dumps(payload).encode())
+        pcol = pred.prediction_drift if pred else None
+        metadata = {
+            "dataset_drift": dg.MetadataValue.bool(result.dataset_drift),
+            "drift_share": dg.MetadataValue.float(float(result.drift_share)),
+            "drift_share_threshold": dg.MetadataValue.float(float(result.drift_share_threshold)),
+            "n_drifted_columns": dg.MetadataValue.int(result.n_drifted),
+            "n_columns": dg.MetadataValue.int(result.n_columns),
+            "data_sha256": dg.MetadataValue.text(frame_sha256(frame)),
+            "champion_version": dg.MetadataValue.text(ref.version),
+            "rows": dg.MetadataValue.int(len(frame)),
+            "columns": dg.MetadataValue.md(_column_table(result)),
+            "report_path": dg.MetadataValue.path(str(report)),
+        }
+        if pcol is not None and pcol.statistic is not None:
+            metadata["prediction_drift_score"] = dg.MetadataValue.float(float(pcol.statistic))
+            metadata["prediction_drift"] = dg.MetadataValue.bool(bool(pcol.drifted))
+            metadata["prediction_drift_test"] = dg.MetadataValue.text(pcol.stattest)
+        context.log.info(f"{name} {day}: drift share {result.drift_share:.2f} "
+                         f"({result.n_drifted}/{result.n_columns}), dataset drift={result.dataset_drift}")
+        return dg.MaterializeResult(metadata=metadata)
+
+    @dg.asset(
+        key=[name, "model_performance"], group_name=name, partitions_def=partitions,
+        deps=[validated, dg.AssetKey([name, "batch_predictions"])], kinds={"pandas"}, tags=tags,
+        description="Realized quality once a day's labels arrive: the served version's predictions joined to the "
+                    "late labels; flags days below the spec's quality floor.",
+    )
+    def model_performance(context: dg.AssetExecutionContext, data_store: DataStore) -> dg.MaterializeResult:
+        day = dt.date.fromisoformat(context.partition_key)
+        store = data_store.store()
+        frame, features = load_day(store, day)
+        pkey = monitoring.predictions_key(name, day)
+        if not store.exists(pkey):
+            raise dg.Failure(f"{name}: no batch predictions for {day}: materialize batch_predictions first")
+        q = monitoring.realized_quality(spec, frame, store.read_frame(pkey), features)
+        metadata = {"labels_available": dg.MetadataValue.bool(q["labels_available"]),
+                    "labeled_rows": dg.MetadataValue.int(q["labeled_rows"])}
+        if "realized" in q:
+            metadata.update({
+                f"realized_{spec.metrics.primary}": dg.MetadataValue.float(float(q["realized"])),
+                "served_version": dg.MetadataValue.text(q["served_version"]),
+                "matched_rows": dg.MetadataValue.int(q["matched_rows"]),
+                "below_floor": dg.MetadataValue.bool(bool(q["below_floor"])),
+                "metrics_by_version": dg.MetadataValue.json(q["metrics_by_version"]),
+            })
+            if q["quality_floor"] is not None:
+                metadata["quality_floor"] = dg.MetadataValue.float(float(q["quality_floor"]))
+        return dg.MaterializeResult(metadata=metadata)
+
+    return [batch_predictions, drift_report, model_performance]
+
+
+def monitoring_job(spec: ModelSpec):
+    name = spec.name
+    keys = [dg.AssetKey([name, k]) for k in ("batch_predictions", "drift_report", "model_performance")]
+    return dg.define_asset_job(f"{name}__monitoring", selection=dg.AssetSelection.assets(*keys),
+                               partitions_def=daily_partitions(spec), executor_def=dg.in_process_executor,
+                               description=f"{name}: score a day, check its drift and realized quality.",
+                               tags={"mlplatform/model": name})

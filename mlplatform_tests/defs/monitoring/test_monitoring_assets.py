@@ -1,0 +1,82 @@
+"""drift_report, batch_predictions and model_performance on a real instance and MLflow store."""
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from mlplatform_assets.cli import run_lifecycle
+from mlplatform_assets.definitions import build_definitions
+from mlplatform_assets.lib import example_data
+from mlplatform_assets.lib.monitoring import predictions_key
+from mlplatform_assets.lib.spec import load_specs
+from mlplatform_assets.lib.storage import ObjectStore
+
+from ..conftest import SMALL_END, write_small_spec
+
+
+def _monitor(defs, instance, day):
+    return defs.resolve_job_def("small_churn__monitoring").execute_in_process(
+        instance=instance, partition_key=str(day), raise_on_error=False)
+
+
+def _meta(result, asset):
+    for e in result.get_asset_materialization_events():
+        if e.asset_key.path[-1] == asset:
+            return {k: getattr(v, "value", v) for k, v in e.event_specific_data.materialization.metadata.items()}
+    raise AssertionError(f"{asset} not materialized")
+
+
+def test_drift_batch_predictions_and_realized_quality(platform, small_source):
+    write_small_spec(Path(platform.models_dir), small_source)
+    assert run_lifecycle(platform, ["small_churn"], SMALL_END)[0]["success"]
+    instance = dg.DagsterInstance.get()
+    defs = build_definitions(platform, load_specs(platform.models_dir, platform.state_dir))
+    store = ObjectStore(platform.data_uri)
+
+    # A normal day and a drifted day land and are ingested.
+    normal, drifted = SMALL_END + dt.timedelta(days=1), SMALL_END + dt.timedelta(days=2)
+    example_data.write_example_days("customer_churn", small_source, [normal], rows=300)
+    example_data.write_example_days("customer_churn", small_source, [drifted], rows=300, drift=True)
+    ingest = defs.resolve_job_def("small_churn__ingest")
+    for day in (normal, drifted):
+        assert ingest.execute_in_process(instance=instance, partition_key=str(day)).success
+
+    calm = _monitor(defs, instance, normal)
+    assert calm.success
+    calm_meta = _meta(calm, "drift_report")
+    shifted = _monitor(defs, instance, drifted)
+    assert shifted.success
+    drift_meta = _meta(shifted, "drift_report")
+    assert calm_meta["dataset_drift"] is False and drift_meta["dataset_drift"] is True
+    assert drift_meta["drift_share"] > calm_meta["drift_share"]
+    assert drift_meta["n_drifted_columns"] >= 3
+    assert "monthly_charges | numerical" in drift_meta["columns"] and "**yes**" in drift_meta["columns"]
+    assert isinstance(drift_meta["prediction_drift_score"], float)
+    assert Path(drift_meta["report_path"]).stat().st_size > 10_000
+    assert drift_meta["champion_version"] == "1" and len(drift_meta["data_sha256"]) == 64
+
+    # Batch predictions: one row per validated row, each with the version that made it.
+    preds = store.read_frame(predictions_key("small_churn", normal))
+    validated = store.read_frame(f"small_churn/validated/date={normal}/data.parquet")
+    assert len(preds) == len(validated) and set(preds["model_version"]) == {"1"}
+    assert preds["probability"].between(0, 1).all()
+
+    # Realized quality: labels are present for these days, so the metric of the served version is computed.
+    perf = _meta(calm, "model_performance")
+    assert perf["labels_available"] is True and perf["served_version"] == "1"
+    assert perf["matched_rows"] == len(validated)
+    assert 0.5 < perf["realized_roc_auc"] <= 1.0
+
+
+def test_monitoring_without_champion_fails_clearly(platform, small_source):
+    write_small_spec(Path(platform.models_dir), small_source)
+    defs = build_definitions(platform, load_specs(platform.models_dir, platform.state_dir))
+    instance = dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("small_churn__ingest").execute_in_process(
+        instance=instance, partition_key=str(SMALL_END)).success
+    res = _monitor(defs, instance, SMALL_END)
+    assert not res.success
+    failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "no champion" in failure.event_specific_data.error.message
