@@ -11,6 +11,14 @@ Fixtures
     (needs ``platform_env``) A small classification model ``small_churn``: ten daily Parquet files
     of ~300 rows in a local source directory and its spec in the models dir. Returns a
     :class:`SmallSpec` (name, paths, days, ``end``). A lifecycle run over it takes a few seconds.
+``postgres_server`` (session)
+    A PostgreSQL server for the whole session, as a :class:`PgServer` (host, port, superuser, password).
+    Reuses the server of ``MLPLATFORM_TEST_POSTGRES_DSN`` (``postgresql://user:pass@host:port/db``; the
+    user must be allowed to create databases) when set; otherwise initdb + pg_ctl a throwaway server in
+    a temp dir on a free port (as the ``postgres`` OS user when running as root), stopped and deleted at
+    the end. Without PostgreSQL binaries the test is skipped locally and fails under ``CI``.
+``postgres_db``
+    A fresh, empty database on ``postgres_server`` for one test (dropped afterwards); returns its name.
 
 Helpers (import them: ``from mlplatform_tests.conftest import ...``)
 -------
@@ -21,8 +29,13 @@ Helpers (import them: ``from mlplatform_tests.conftest import ...``)
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,3 +177,123 @@ def small_churn_spec(platform_env: PlatformConfig, tmp_path: Path) -> SmallSpec:
     write_churn_days(source)
     spec_path = write_small_spec(platform_env.models_dir, str(source))
     return SmallSpec(name=SMALL_NAME, spec_path=spec_path, source_dir=source)
+
+
+# --- PostgreSQL --------------------------------------------------------------------
+
+PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
+
+
+@dataclass
+class PgServer:
+    host: str
+    port: int
+    user: str
+    password: str
+    admin_db: str = "postgres"
+
+    def dsn(self, db: str | None = None, scheme: str = "postgresql+psycopg2") -> str:
+        """A SQLAlchemy URL (``postgresql+psycopg2://user:pass@host:port/db``). The driver is explicit because
+        SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which the project does not install;
+        pass ``scheme="postgresql"`` for a plain libpq URI."""
+        from urllib.parse import quote
+
+        return f"{scheme}://{quote(self.user)}:{quote(self.password)}@{self.host}:{self.port}/{db or self.admin_db}"
+
+    def connect(self, db: str | None = None):  # noqa: ANN201 - psycopg2 connection
+        import psycopg2
+
+        return psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password,
+                                dbname=db or self.admin_db, connect_timeout=10)
+
+    def execute_admin(self, sql: str) -> None:
+        conn = self.connect()
+        try:
+            conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+
+def _pg_bin(name: str) -> str | None:
+    for d in PG_BIN_DIRS:
+        if os.access(os.path.join(d, name), os.X_OK):
+            return os.path.join(d, name)
+    return shutil.which(name)
+
+
+def _start_throwaway_postgres(base: Path) -> tuple[PgServer, callable]:
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        msg = "PostgreSQL binaries (initdb, pg_ctl) not found; install postgresql or set MLPLATFORM_TEST_POSTGRES_DSN"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    # initdb refuses to run as root: hand the directory to the postgres OS user and run through runuser.
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    password = uuid.uuid4().hex
+    pwfile = base / "pwfile"
+    pwfile.write_text(password + "\n")
+    if as_user:
+        os.chown(pwfile, pw.pw_uid, pw.pw_gid)
+    data, sock, log = base / "data", base / "sock", base / "postgres.log"
+
+    def run(*cmd: str) -> None:
+        res = subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
+        if res.returncode != 0:
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}\n{tail}")
+
+    run("mkdir", "-p", str(sock))
+    run(initdb, "-D", str(data), "-U", "mlplatform", f"--pwfile={pwfile}", "--auth=scram-sha-256",
+        "-E", "UTF8", "--no-sync", "--locale=C")
+    port = free_port()
+    opts = (f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
+            "-c full_page_writes=off -c max_connections=200")
+    run(pg_ctl, "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start")
+
+    def stop() -> None:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=60)
+
+    return PgServer("127.0.0.1", port, "mlplatform", password), stop
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for the session (see module docstring)."""
+    dsn = os.environ.get("MLPLATFORM_TEST_POSTGRES_DSN")
+    if dsn:
+        from psycopg2.extensions import parse_dsn
+
+        p = parse_dsn(dsn)
+        yield PgServer(p.get("host", "127.0.0.1"), int(p.get("port", 5432)), p.get("user", "postgres"),
+                       p.get("password", ""), p.get("dbname", "postgres"))
+        return
+    base = Path(tempfile.mkdtemp(prefix="mlplatform-pg-"))
+    stop = None
+    try:
+        server, stop = _start_throwaway_postgres(base)
+        yield server
+    finally:
+        if stop is not None:
+            stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture()
+def postgres_db(postgres_server: PgServer):
+    """A fresh database on ``postgres_server`` for one test; dropped afterwards. Returns its name."""
+    name = f"mlplatform_test_{uuid.uuid4().hex[:12]}"
+    postgres_server.execute_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        postgres_server.execute_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
