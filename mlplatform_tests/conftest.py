@@ -181,7 +181,12 @@ def small_churn_spec(platform_env: PlatformConfig, tmp_path: Path) -> SmallSpec:
 
 # --- PostgreSQL --------------------------------------------------------------------
 
-PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
+def _pg_bin_dirs() -> list[str]:
+    """Debian/Ubuntu install server binaries outside PATH, one directory per major version (newest first)."""
+    import glob
+
+    return sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]) if
+                  d.split("/")[-2].isdigit() else 0, reverse=True)
 
 
 @dataclass
@@ -217,7 +222,7 @@ class PgServer:
 
 
 def _pg_bin(name: str) -> str | None:
-    for d in PG_BIN_DIRS:
+    for d in _pg_bin_dirs():
         if os.access(os.path.join(d, name), os.X_OK):
             return os.path.join(d, name)
     return shutil.which(name)
