@@ -150,13 +150,26 @@ def write_batch_predictions(spec: ModelSpec, store: ObjectStore, day: dt.date, c
     return {"rows": rows, "model_versions": sorted(versions), "mean_score": score_sum / max(rows, 1), "uri": uri}
 
 
+def drift_overrides(spec: ModelSpec, profile: drift.ReferenceProfile) -> dict[str, dict[str, Any]]:
+    """The spec's per-kind test choice, as per-column overrides (a test fits only one column kind)."""
+    out: dict[str, dict[str, Any]] = {}
+    for columns, test in ((profile.numerical_columns, spec.drift.numerical_stattest),
+                          (profile.categorical_columns, spec.drift.categorical_stattest)):
+        if test:
+            for c in columns:
+                out[c] = {"stattest": test, **({"threshold": spec.drift.stattest_threshold}
+                                               if spec.drift.stattest_threshold is not None else {})}
+    return out
+
+
 def day_drift(spec: ModelSpec, ref: ChampionReference, frame: pd.DataFrame,
               prediction_scores: pd.Series | None) -> tuple[drift.DriftResult, drift.DriftResult | None]:
     """Feature drift of one day against the champion's training reference, and prediction drift."""
     if frame.empty:
         raise ValueError(f"{spec.name}: the day has no rows to check for drift")
     features = drift.detect_drift(ref.features, frame, drift_share_threshold=spec.drift.drift_share,
-                                  stattest=spec.drift.stattest, threshold=spec.drift.stattest_threshold)
+                                  per_column_overrides=drift_overrides(spec, ref.features),
+                                  threshold=spec.drift.stattest_threshold)
     pred = None
     if prediction_scores is not None and len(prediction_scores):
         pred = drift.detect_drift(ref.predictions, pd.DataFrame({PREDICTION_COLUMN: prediction_scores.to_numpy()}),

@@ -186,10 +186,28 @@ class Registry:
             raise RegistryError(f"model {model!r} has no version {version!r}") from None
 
     def load_pipeline(self, model: str, version: str) -> Any:
-        import mlflow.sklearn
+        """Load a version's sklearn pipeline with skops, never pickle.
 
-        with mlflow_uris(self.settings):
-            return mlflow.sklearn.load_model(f"models:/{model}/{version}")
+        MLflow's own loader refuses skops files too when MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false,
+        and would trust whatever types the artifact lists about itself; here the artifact is read
+        directly and every type it needs must pass the platform's allow-list.
+        """
+        import skops.io
+        from mlflow.artifacts import download_artifacts
+        from mlflow.models import Model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            source = self.client.get_model_version_download_uri(model, str(version))
+            local = download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=self.settings.tracking_uri)
+            flavor = Model.load(str(Path(local) / "MLmodel")).flavors.get("sklearn") or {}
+            if flavor.get("serialization_format") != "skops":
+                raise RegistryError(f"{model} v{version} is not saved with skops; refusing to unpickle it")
+            path = str(Path(local) / flavor.get("pickled_model", "model.skops"))
+            untrusted = skops.io.get_untrusted_types(file=path)
+            foreign = [t for t in untrusted if not t.startswith(_TRUSTED_TYPE_PREFIXES)]
+            if foreign:
+                raise RegistryError(f"{model} v{version} needs types outside the allow-list: {foreign}")
+            return skops.io.load(path, trusted=untrusted)
 
     def download_artifact(self, run_id: str, path: str) -> bytes:
         import mlflow.artifacts

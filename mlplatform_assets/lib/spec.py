@@ -185,8 +185,11 @@ class ValidationSpec(_Strict):
 
 
 class DriftSpec(_Strict):
-    stattest: str | None = Field(default=None, description="Override the per-column test (default: Evidently's choice)")
-    stattest_threshold: float | None = None
+    numerical_stattest: Literal["ks", "wasserstein", "psi", "jensenshannon"] | None = Field(
+        default=None, description="Test for numerical columns (default: Evidently's choice by sample size)")
+    categorical_stattest: Literal["chisquare", "z", "psi", "jensenshannon"] | None = Field(
+        default=None, description="Test for categorical columns (default: Evidently's choice by sample size)")
+    stattest_threshold: float | None = Field(default=None, gt=0.0, description="Threshold for the chosen tests")
     drift_share: float = Field(default=0.5, gt=0.0, le=1.0)
     retrain_on_drift: bool = True
     cooldown_hours: float = Field(default=12.0, ge=0.0)

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import dagster as dg
 
 from mlplatform_assets.lib import lifecycle, validation
+from mlplatform_assets.lib.endpoints import wait_for_version
 from mlplatform_assets.lib.evaluation import quality_report_html
 from mlplatform_assets.lib.features import DatasetError, TrainingDataset
 from mlplatform_assets.lib.hashing import code_version
@@ -193,13 +194,19 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
                           "challenger_metrics": ev.challenger_metrics, "champion_metrics": ev.champion_metrics},
                          metadata=metadata)
 
+    deployed_key = dg.AssetKey([name, "deployed_endpoint"])
+
     @dg.asset(
-        key=[name, "deployed_endpoint"], group_name=name, kinds={"mlflow"}, tags=tags,
-        description="Moves the MLflow alias 'champion' to the challenger when the gate passed, and records the "
-                    "decision in the audit trail either way.",
+        key=deployed_key, group_name=name, kinds={"mlflow"}, tags=tags,
+        check_specs=[dg.AssetCheckSpec(
+            "endpoints_serve_champion", asset=deployed_key,
+            description="Every endpoint in serving.endpoints is healthy and serves the champion version "
+                        "within one poll interval.")],
+        description="Moves the MLflow alias 'champion' to the challenger when the gate passed, records the "
+                    "decision in the audit trail either way, and confirms the live endpoints serve the champion.",
     )
     def deployed_endpoint(context: dg.AssetExecutionContext, evaluation_report: dict,
-                          mlflow: MlflowRegistryResource) -> dg.Output[dict]:
+                          mlflow: MlflowRegistryResource):
         from mlplatform_assets.lib.evaluation import PromotionDecision
 
         registry = mlflow.registry()
@@ -210,9 +217,19 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         champion_version = str(champion.version) if champion else None
         rec = outcome["record"]
         context.log.info(f"{name}: {rec.decision} (champion v{champion_version}): {rec.reason}")
+        # The services hot-swap on their own (they poll the alias); here we confirm they did.
+        statuses = [wait_for_version(url, champion_version, timeout_s=2 * spec.serving.poll_interval_s + 5)
+                    for url in spec.serving.endpoints] if champion_version else []
+        lagging = [s for s in statuses if not (s.healthy and s.model_version == champion_version)]
         value = {"champion_version": champion_version, "promoted": outcome["promoted"], "reason": rec.reason,
-                 "challenger_version": decision.challenger_version}
-        return dg.Output(value, metadata={
+                 "challenger_version": decision.challenger_version,
+                 "endpoints": [s.as_dict() for s in statuses]}
+        yield dg.Output(value, metadata={
+            "endpoints": dg.MetadataValue.json([s.as_dict() for s in statuses]),
+            "endpoints_serving_champion": dg.MetadataValue.int(len(statuses) - len(lagging)),
+            **({"endpoint_url": dg.MetadataValue.url(statuses[0].url),
+                "endpoint_model_version": dg.MetadataValue.text(str(statuses[0].model_version)),
+                "endpoint_healthy": dg.MetadataValue.bool(statuses[0].healthy)} if statuses else {}),
             "champion_version": dg.MetadataValue.text(str(champion_version)),
             "promoted": dg.MetadataValue.bool(outcome["promoted"]),
             "decision": dg.MetadataValue.text(rec.decision),
@@ -220,6 +237,11 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             "model_uri": dg.MetadataValue.text(f"models:/{name}@champion"),
             "mlflow_model": dg.MetadataValue.url(registry.model_url(name, champion_version or "")),
         })
+        yield dg.AssetCheckResult(
+            check_name="endpoints_serve_champion", passed=not lagging, severity=dg.AssetCheckSeverity.WARN,
+            description=("no endpoints configured (serving.endpoints)" if not statuses else
+                         "; ".join(f"{s.url}: serves v{s.model_version}" + (f" ({s.error})" if s.error else "")
+                                   for s in statuses)))
 
     return [raw_data, validated_data, features, trained_model, evaluation_report, deployed_endpoint]
 
