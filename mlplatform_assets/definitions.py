@@ -10,6 +10,8 @@ import dagster as dg
 
 from mlplatform_assets.defs.lifecycle.assets import build_lifecycle_assets, lifecycle_jobs
 from mlplatform_assets.defs.monitoring.assets import build_monitoring_assets, monitoring_job
+from mlplatform_assets.defs.monitoring.schedules import build_monitoring_schedules
+from mlplatform_assets.defs.monitoring.sensors import build_monitoring_sensors, build_run_failure_sensor
 from mlplatform_assets.defs.resources import build_resources
 from mlplatform_assets.lib.config import PlatformConfig, load_config
 from mlplatform_assets.lib.spec import ModelSpec, load_specs
@@ -20,12 +22,17 @@ def build_definitions(config: PlatformConfig | None = None, specs: list[ModelSpe
     specs = specs if specs is not None else load_specs(config.models_dir, config.state_dir)
     assets: list = []
     jobs: list = []
+    schedules: list = []
+    sensors: list = [build_run_failure_sensor()]
     for spec in specs:
         assets.extend(build_lifecycle_assets(spec))
         assets.extend(build_monitoring_assets(spec))
         jobs.extend(lifecycle_jobs(spec))
         jobs.append(monitoring_job(spec))
-    return dg.Definitions(assets=assets, jobs=jobs, resources=build_resources(config))
+        schedules.extend(build_monitoring_schedules(spec))
+        sensors.extend(build_monitoring_sensors(spec))
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
+                          resources=build_resources(config))
 
 
 @dg.definitions
