@@ -101,11 +101,18 @@ def run_lifecycle(config: PlatformConfig, names: Sequence[str] | None = None, en
     return summaries
 
 
+def _plain(value: Any) -> Any:
+    """Metadata values as JSON-friendly Python values (tables and schemas become text)."""
+    if value is None or isinstance(value, (bool, int, float, str, list, dict)):
+        return value
+    return repr(value)
+
+
 def summarize_run(model: str, result: Any) -> dict[str, Any]:
     meta: dict[str, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
-        meta[mat.asset_key.path[-1]] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+        meta[mat.asset_key.path[-1]] = {k: _plain(getattr(v, "value", v)) for k, v in mat.metadata.items()}
     failed_checks = []
     for event in result.get_asset_check_evaluations() if hasattr(result, "get_asset_check_evaluations") else []:
         if not event.passed:
