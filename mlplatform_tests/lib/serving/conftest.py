@@ -9,7 +9,7 @@ from mlplatform_assets.lib.serving import testing as T
 MODEL = "serving-demo"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def store(tmp_path_factory):
     """One MLflow SQLite store with the mixed-column HGB classifier as champion (version 1)."""
     config = T.make_config(tmp_path_factory.mktemp("serving-store"))
@@ -18,10 +18,11 @@ def store(tmp_path_factory):
     return config
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def restore_env():
     # The serving app sets MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false in its process; undo it for
-    # the rest of the test session (other suites load models with the MLflow flavor).
+    # the rest of the test session (other suites load models with the MLflow flavor). Package scope:
+    # restored as soon as the last serving test has run.
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
         yield mp
@@ -35,7 +36,7 @@ def start_server(config, model=MODEL, **overrides) -> ThreadedServer:
     return ThreadedServer(create_app(model, config, **overrides)).start(wait_model=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(store, restore_env):
     srv = start_server(store, max_rows=50, max_body_bytes=64 * 1024)
     yield srv
