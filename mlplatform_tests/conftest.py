@@ -10,7 +10,8 @@ Fixtures
 ``small_churn_spec``
     (needs ``platform_env``) A small classification model ``small_churn``: ten daily Parquet files
     of ~300 rows in a local source directory and its spec in the models dir. Returns a
-    :class:`SmallSpec` (name, paths, days, ``end``). A lifecycle run over it takes a few seconds.
+    :class:`SmallSpec` (name, paths, days, ``end``). A full lifecycle run over it takes ~20-30 s here,
+    most of it MLflow model logging; pass ``end=spec.end`` to ``run_lifecycle``.
 ``postgres_server`` (session)
     A PostgreSQL server for the whole session, as a :class:`PgServer` (host, port, superuser, password).
     Reuses the server of ``MLPLATFORM_TEST_POSTGRES_DSN`` (``postgresql://user:pass@host:port/db``; the
@@ -38,6 +39,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -228,7 +230,7 @@ def _pg_bin(name: str) -> str | None:
     return shutil.which(name)
 
 
-def _start_throwaway_postgres(base: Path) -> tuple[PgServer, callable]:
+def _start_throwaway_postgres(base: Path) -> tuple[PgServer, Callable[[], None]]:
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not (initdb and pg_ctl):
         msg = "PostgreSQL binaries (initdb, pg_ctl) not found; install postgresql or set MLPLATFORM_TEST_POSTGRES_DSN"
