@@ -106,6 +106,12 @@ def test_sigterm_during_load_loses_nothing(proc_store):
 def test_two_workers_aggregate_metrics(proc_store):
     proc, url = _spawn(proc_store, "proc-model", "--workers", "2", "--no-prediction-log")
     try:
+        # readyz answered by one worker says nothing of the other: wait for a run of 200s.
+        deadline, streak = time.monotonic() + 60, 0
+        while streak < 20 and time.monotonic() < deadline:
+            streak = streak + 1 if httpx.get(url + "/readyz").status_code == 200 else 0
+            time.sleep(0.05)
+        assert streak >= 20
         n = 60
         for _ in range(n):  # fresh connections spread over both workers
             assert httpx.post(url + "/invocations", json={"inputs": [good_record()]}).status_code == 200
