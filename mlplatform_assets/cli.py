@@ -14,16 +14,14 @@ from mlplatform_assets.lib.config import PlatformConfig, ensure_dirs, load_confi
 
 
 def _prepare(config: PlatformConfig) -> None:
-    """Create the state directory and point Dagster at it when DAGSTER_HOME is not set."""
+    """Create the state directory and a default Dagster instance config in the Dagster home."""
     ensure_dirs(config)
-    os.environ.setdefault("DAGSTER_HOME", config.dagster_home)
-    instance_yaml = os.path.join(os.environ["DAGSTER_HOME"], "dagster.yaml")
+    instance_yaml = os.path.join(config.dagster_home, "dagster.yaml")
     if not os.path.exists(instance_yaml):
         # An explicit (default SQLite) instance config; production mounts its own (infra/dagster.yaml).
         with open(instance_yaml, "w") as fh:
             fh.write("# Local instance: run, event and schedule storage in SQLite under this directory.\n"
                      "telemetry:\n  enabled: false\n")
-    os.environ.setdefault("MLFLOW_TRACKING_URI", config.mlflow_tracking_uri)
 
 
 def _registry(config: PlatformConfig):  # noqa: ANN202
@@ -87,7 +85,7 @@ def run_lifecycle(config: PlatformConfig, names: Sequence[str] | None = None, en
     if any(s.source.uri.startswith("s3://") for s in specs):
         # The S3 resource holds dg.EnvVar fields, which only resolve through Dagster config processing.
         s3_client = defs.resources["s3"].process_config_and_initialize().get_client()  # type: ignore[union-attr]
-    instance = dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.from_config(config.dagster_home)
     summaries = []
     for spec in specs:
         start, stop = lifecycle_window(spec, s3_client, end)
@@ -153,7 +151,7 @@ def cmd_lifecycle(args: argparse.Namespace, config: PlatformConfig) -> int:
     if args.json:
         print(json.dumps(summaries, default=str, indent=2))
     ok = all(s["success"] for s in summaries)
-    print(f"\nInspect the runs, assets and checks in the Dagster UI:\n  DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
+    print(f"\nInspect the runs, assets and checks in the Dagster UI:\n  DAGSTER_HOME={config.dagster_home} "
           f"dagster dev -w workspace.yaml\nand the model versions in MLflow:\n  mlflow ui --backend-store-uri "
           f"{config.mlflow_tracking_uri}")
     return 0 if ok else 1
@@ -313,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mlplatform_assets.lib.registry import RegistryError
     from mlplatform_assets.lib.spec import SpecError
 
+    # Every command passes explicit locations to Dagster and MLflow (never MLflow's default ./mlflow.db,
+    # never an ephemeral Dagster instance) and leaves the process environment untouched.
     config = load_config()
     try:
         return int(args.fn(args, config) or 0)

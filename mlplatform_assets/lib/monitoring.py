@@ -102,13 +102,16 @@ def predictions_key(model: str, day: dt.date) -> str:
     return f"{model}/predictions/date={day.isoformat()}/data.parquet"
 
 
-def score_day(spec: ModelSpec, pipeline: Any, version: str, frame: pd.DataFrame, feature_columns: list[str],
-              chunk_rows: int = 50_000) -> Iterator[pd.DataFrame]:
-    """Batch predictions in chunks (flat memory), each row carrying the model version that made it."""
+def score_day(spec: ModelSpec, pipeline: Any, version: str, frame: pd.DataFrame | Iterator[pd.DataFrame],
+              feature_columns: list[str], chunk_rows: int = 50_000) -> Iterator[pd.DataFrame]:
+    """Batch predictions in chunks (flat memory), each row carrying the model version that made it.
+
+    ``frame`` is a whole day or an iterator of chunks of it (e.g. :meth:`ObjectStore.iter_frames`)."""
     from threadpoolctl import threadpool_limits
 
-    for start in range(0, len(frame), chunk_rows):
-        chunk = frame.iloc[start:start + chunk_rows]
+    chunks = (frame.iloc[i:i + chunk_rows] for i in range(0, len(frame), chunk_rows)) \
+        if isinstance(frame, pd.DataFrame) else frame
+    for chunk in chunks:
         with threadpool_limits(1):
             preds = predict_frame(pipeline, chunk[feature_columns], spec.task)
         out = pd.DataFrame({

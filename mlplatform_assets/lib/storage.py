@@ -117,3 +117,12 @@ class ObjectStore:
 
     def read_frame(self, key: str) -> pd.DataFrame:
         return pd.read_parquet(io.BytesIO(self.read_bytes(key)))
+
+    def iter_frames(self, key: str, batch_rows: int = 50_000):  # noqa: ANN201 - Iterator[pd.DataFrame]
+        """A Parquet object in batches: memory holds one batch (plus, on S3, the compressed bytes)."""
+        import pyarrow.parquet as pq
+
+        source = io.BytesIO(self.read_bytes(key)) if self.is_s3 else self.uri(key)
+        with pq.ParquetFile(source) as pf:
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                yield batch.to_pandas()

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from mlplatform_assets.cli import run_lifecycle
+from mlplatform_assets.cli import main, run_lifecycle
 from mlplatform_assets.definitions import build_definitions
 from mlplatform_assets.lib import registry as reg_mod
 from mlplatform_assets.lib.lifecycle import reproduce
@@ -76,19 +76,33 @@ def test_train_promote_reject_rollback_with_audit(platform, small_source, capsys
 
     if not promoted:
         registry.move_champion("small_churn", "3", action="promote", reason="test setup", actor="test")
-    record = registry.rollback("small_churn", actor="test", reason="bad canary")
-    assert (record.from_version, record.to_version, record.decision) == ("3", "1", "rolled_back")
+    capsys.readouterr()
+    assert main(["rollback", "small_churn", "--reason", "bad canary"]) == 0
+    assert "champion v3 -> v1" in capsys.readouterr().out
     assert str(registry.champion("small_churn").version) == "1"
     last = registry.audit_records("small_churn")[-1]
-    assert last["decision"] == "rolled_back" and last["reason"] == "bad canary"
+    assert (last["from_version"], last["to_version"], last["decision"]) == ("3", "1", "rolled_back")
+    assert last["reason"] == "bad canary" and last["actor"].startswith("cli:")
+    assert main(["audit", "small_churn"]) == 0
+    assert capsys.readouterr().out.count("\n") == len(registry.audit_records("small_churn"))
     with pytest.raises(RegistryError, match="already the champion"):
         registry.rollback("small_churn", to_version="1", actor="test")
     with pytest.raises(RegistryError, match="no version '99'"):
         registry.rollback("small_churn", to_version="99", actor="test")
 
-    # Reproduce v1 exactly from its recorded spec and partitions.
+    # Reproduce v1 exactly from its recorded spec and partitions (library and CLI).
     result = reproduce(registry, ObjectStore(platform.data_uri), "small_churn", "1")
     assert result.identical and result.data_matches and result.rows > 0, result.message
+    assert main(["reproduce", "small_churn", "3"]) == 0
+    assert "v3 reproduced exactly" in capsys.readouterr().out
+
+    # Reproduction refuses when the recorded data changed underneath.
+    store = ObjectStore(platform.data_uri)
+    key = f"small_churn/validated/date={SMALL_DAYS[0]}/data.parquet"
+    frame = store.read_frame(key)
+    store.write_frame(key, frame.iloc[1:])
+    changed = reproduce(registry, store, "small_churn", "1")
+    assert not changed.identical and not changed.data_matches and "data changed" in changed.message
 
 
 @pytest.mark.parametrize("problem, expect_check, expect_text", [

@@ -2,6 +2,7 @@
 model_performance (realized quality once labels arrive)."""
 
 import datetime as dt
+import itertools
 import json
 from pathlib import Path
 
@@ -67,14 +68,22 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
                           mlflow: MlflowRegistryResource) -> dg.MaterializeResult:
         day = dt.date.fromisoformat(context.partition_key)
         store = data_store.store()
-        frame, features = load_day(store, day)
+        key = validated_key(name, day)
+        if not store.exists(key):
+            raise dg.Failure(f"{name}: no validated data for {day}: materialize raw_data for that day first")
         registry = mlflow.registry()
         champ = registry.champion(name)
         if champ is None:
             raise dg.Failure(f"{name}: no champion to score with yet")
         pipeline = registry.load_pipeline(name, str(champ.version))
-        out = monitoring.write_batch_predictions(
-            spec, store, day, monitoring.score_day(spec, pipeline, str(champ.version), frame, features))
+        # Read, score and write chunk by chunk: memory stays flat however large the day is.
+        batches = store.iter_frames(key, batch_rows=50_000)
+        first = next(batches, None)
+        if first is None:
+            raise dg.Failure(f"{name}: validated data for {day} has no rows to score")
+        numeric, categorical = feature_columns_of(spec, first)
+        out = monitoring.write_batch_predictions(spec, store, day, monitoring.score_day(
+            spec, pipeline, str(champ.version), itertools.chain([first], batches), [*numeric, *categorical]))
         return dg.MaterializeResult(metadata={
             "dagster/row_count": dg.MetadataValue.int(out["rows"]),
             "model_version": dg.MetadataValue.text(",".join(out["model_versions"])),
