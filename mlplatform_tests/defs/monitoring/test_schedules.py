@@ -30,7 +30,7 @@ def test_defaults_are_stopped_nightly_utc(platform, small_source):
     assert "Off by default" in sched.description and "small_churn" in sched.description
 
 
-def test_enabled_spec_runs_in_its_timezone_and_a_tick_requests_training(platform, small_source, tmp_path):
+def test_enabled_spec_runs_in_its_timezone_and_a_tick_requests_training(platform, small_source):
     spec = _spec(platform, small_source, cron="30 3 * * 1-5", timezone="Europe/Berlin", enabled=True)
     defs = build_definitions(platform, [spec])
     sched = defs.get_schedule_def("small_churn__nightly_retrain")
@@ -41,10 +41,7 @@ def test_enabled_spec_runs_in_its_timezone_and_a_tick_requests_training(platform
     assert defs.resolve_job_def(sched.job_name).name == "small_churn__training"
 
     tick = dt.datetime(2026, 6, 10, 3, 30, tzinfo=ZoneInfo("Europe/Berlin"))
-    (tmp_path / "inst").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "inst")) as instance:
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
-        data = sched.evaluate_tick(ctx)
+    data = sched.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=tick))
     [req] = data.run_requests
     assert req.run_key == f"small_churn:schedule:{tick.isoformat()}"
     assert req.tags[MODEL_TAG] == "small_churn" and req.tags[TRIGGER_TAG] == "schedule"

@@ -435,3 +435,71 @@ def test_sensor_defaults_interval_and_descriptions(env, monkeypatch):
     fresh = {s.name: s for s in build_definitions(env.config, [env.spec]).get_repository_def().sensor_defs}
     assert fresh[f"{NAME}__new_data_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
     assert fresh[f"{NAME}__new_data_sensor"].minimum_interval_seconds == 5
+
+
+# --- other source layouts -----------------------------------------------------------------------
+
+def test_new_data_sensor_on_an_s3_source(platform, tmp_path, monkeypatch):
+    """An s3:// source listed through the data_store resource's client (moto's real HTTP server)."""
+    import io
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from mlplatform_tests.conftest import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                     "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        client.create_bucket(Bucket="src")
+
+        def put(day, drift=False):
+            buf = io.BytesIO()
+            example_data.customer_churn(day, rows=60, drift=drift).to_parquet(buf, index=False)
+            client.put_object(Bucket="src", Key=f"churn/{day}.parquet", Body=buf.getvalue())
+
+        for day in (D1, D2):
+            put(day)
+        client.put_object(Bucket="src", Key="churn/README.txt", Body=b"not a day")
+        write_small_spec(Path(platform.models_dir), "s3://src/churn")
+        spec = load_specs(platform.models_dir, platform.state_dir)[0]
+        (tmp_path / "inst").mkdir()
+        with dg.instance_for_test(temp_dir=str(tmp_path / "inst")) as instance:
+            env = Env(platform, spec, instance, None)
+            out = env.tick("new_data_sensor", None)
+            assert sorted(r.partition_key for r in out.run_requests) == [str(D1), str(D2)]
+            assert not env.tick("new_data_sensor", out.cursor).run_requests
+            put(D2, drift=True)  # corrected upload: new ETag
+            put(D3)
+            nxt = env.tick("new_data_sensor", out.cursor)
+            assert sorted(r.partition_key for r in nxt.run_requests) == [str(D2), str(D3)]
+    finally:
+        server.stop()
+
+
+def test_new_data_sensor_on_a_single_file_source(platform, tmp_path):
+    src = tmp_path / "single" / "churn.csv"
+    src.parent.mkdir()
+    frames = [example_data.customer_churn(d, rows=40) for d in (D1, D2)]
+    import pandas as pd
+
+    pd.concat(frames).to_csv(src, index=False)
+    write_small_spec(Path(platform.models_dir), src)
+    spec = load_specs(platform.models_dir, platform.state_dir)[0]
+    assert spec.source.layout == "single_file"
+    (tmp_path / "inst").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "inst")) as instance:
+        env = Env(platform, spec, instance, None)
+        out = env.tick("new_data_sensor", None)
+        assert sorted(r.partition_key for r in out.run_requests) == [str(D1), str(D2)]
+        # Rows for a new day are appended: only that day is new; the old days' rows are unchanged.
+        pd.concat([*frames, example_data.customer_churn(D3, rows=40)]).to_csv(src, index=False)
+        nxt = env.tick("new_data_sensor", out.cursor)
+        assert [r.partition_key for r in nxt.run_requests] == [str(D3)]
+        assert not env.tick("new_data_sensor", nxt.cursor).run_requests
