@@ -105,6 +105,27 @@ def test_train_promote_reject_rollback_with_audit(platform, small_source, capsys
     assert not changed.identical and not changed.data_matches and "data changed" in changed.message
 
 
+@pytest.fixture(scope="module")
+def trained_state(tmp_path_factory):
+    """One trained champion for the bad-partition cases; each case works on its own copy of it."""
+    base = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        for var, sub in (("MLPLATFORM_HOME", "state"), ("MLPLATFORM_MODELS_DIR", "models"),
+                         ("DAGSTER_HOME", "state/dagster")):
+            mp.setenv(var, str(base / sub))
+        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLPLATFORM_DATA_URI", "MLPLATFORM_ARTIFACT_ROOT"):
+            mp.delenv(var, raising=False)
+        from mlplatform_assets.lib import example_data
+        from mlplatform_assets.lib.config import ensure_dirs, load_config
+
+        config = load_config()
+        ensure_dirs(config)
+        example_data.write_example_days("customer_churn", base / "source", SMALL_DAYS, rows=300)
+        write_small_spec(Path(config.models_dir), base / "source")
+        assert _run(config)["success"]
+    return base
+
+
 @pytest.mark.parametrize("problem, expect_check, expect_text", [
     ("missing_column", "required_columns", "monthly_charges"),
     ("wrong_dtype", "dtypes", "monthly_charges is object"),
@@ -112,10 +133,25 @@ def test_train_promote_reject_rollback_with_audit(platform, small_source, capsys
     ("all_null_target", "target_domain", "null in every row"),
     ("duplicated_rows", "duplicate_share", "duplicate share"),
 ])
-def test_bad_partition_blocks_downstream_and_keeps_champion(platform, small_source, problem, expect_check,
-                                                            expect_text):
+def test_bad_partition_blocks_downstream_and_keeps_champion(trained_state, tmp_path, monkeypatch, problem,
+                                                            expect_check, expect_text):
+    import shutil
+
+    from mlplatform_assets.lib.config import load_config
+
+    # A private copy of the trained state. Paths inside the stores point at the original directory,
+    # which this test only reads (nothing is trained here).
+    shutil.copytree(trained_state / "state", tmp_path / "state", symlinks=True)
+    shutil.copytree(trained_state / "source", tmp_path / "source")
+    monkeypatch.setenv("MLPLATFORM_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "state" / "dagster"))
+    monkeypatch.setenv("MLPLATFORM_MODELS_DIR", str(tmp_path / "models"))
+    for var in ("MLFLOW_TRACKING_URI", "MLPLATFORM_DATA_URI", "MLPLATFORM_ARTIFACT_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLPLATFORM_ARTIFACT_ROOT", (trained_state / "state" / "mlflow" / "artifacts").as_uri())
+    platform = load_config()
+    small_source = tmp_path / "source"
     write_small_spec(Path(platform.models_dir), small_source)
-    assert _run(platform)["success"]
     registry = _registry(platform)
     champion_before = str(registry.champion("small_churn").version)
 
@@ -142,6 +178,7 @@ def test_bad_partition_blocks_downstream_and_keeps_champion(platform, small_sour
     assert str(registry.champion("small_churn").version) == champion_before
     assert len(registry.client.search_model_versions("name='small_churn'")) == 1
     store = ObjectStore(platform.data_uri)
+    assert store.exists(f"small_churn/validated/date={SMALL_END}/data.parquet")
     assert not store.exists(f"small_churn/validated/date={bad_day}/data.parquet")
 
 
