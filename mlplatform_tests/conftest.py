@@ -10,7 +10,7 @@ Fixtures
 ``small_churn_spec``
     (needs ``platform_env``) A small classification model ``small_churn``: ten daily Parquet files
     of ~300 rows in a local source directory and its spec in the models dir. Returns a
-    :class:`SmallSpec` (name, paths, days, ``end``). A full lifecycle run over it takes ~20-30 s here,
+    :class:`SmallSpec` (name, paths, days, ``end``). A full lifecycle run over it takes ~10-30 s here,
     most of it MLflow model logging; pass ``end=spec.end`` to ``run_lifecycle``.
 ``postgres_server`` (session)
     A PostgreSQL server for the whole session, as a :class:`PgServer` (host, port, superuser, password).
