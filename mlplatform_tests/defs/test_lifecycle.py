@@ -177,6 +177,9 @@ def test_bad_partition_blocks_downstream_and_keeps_champion(trained_state, tmp_p
     assert set(summary["assets"]) == {"raw_data"}
     assert str(registry.champion("small_churn").version) == champion_before
     assert len(registry.client.search_model_versions("name='small_churn'")) == 1
+    if problem == "empty_file":  # the headless command reports the failure through its exit code
+        assert main(["lifecycle", "--model", "small_churn", "--as-of", str(bad_day)]) == 1
+        assert main(["lifecycle", "--model", "no_such_model"]) == 2
     store = ObjectStore(platform.data_uri)
     assert store.exists(f"small_churn/validated/date={SMALL_END}/data.parquet")
     assert not store.exists(f"small_churn/validated/date={bad_day}/data.parquet")
