@@ -499,7 +499,8 @@ def build_quality_sensor(spec: ModelSpec) -> dg.SensorDefinition:
             return dg.SensorResult(skip_reason=f"{len(records)} new performance record(s), none below the floor "
                                                f"{spec.drift.quality_floor}", cursor=new_cursor)
         registry = mlflow.registry() if spec.drift.auto_rollback else None
-        outcomes = []
+        outcomes: list[str] = []
+        alerts: list[Alert] = []
         for rec, m in below:
             day = rec.partition_key or "unpartitioned"
             served = str(m.get("served_version") or "")
@@ -511,14 +512,17 @@ def build_quality_sensor(spec: ModelSpec) -> dg.SensorDefinition:
                                        "served_version": served, "dagster_run_id": rec.run_id}
             if registry is not None:
                 details["rollback"] = _rollback_once(registry, name, served, key, actor, msg)
-            send_alert(Alert(kind="quality_floor", model=name, asset="/".join(perf_key.path), partition=day,
-                             message=msg, details=details), platform.alerts_log_path)
+            alerts.append(Alert(kind="quality_floor", model=name, asset="/".join(perf_key.path), partition=day,
+                                message=msg, details=details))
             rb = details.get("rollback") or {}
             if rb.get("status") == "rolled_back":
-                send_alert(Alert(kind="rollback", model=name, asset="/".join(perf_key.path), partition=day,
-                                 message=f"{name}: champion rolled back v{rb['from_version']} -> v{rb['to_version']} "
-                                         f"({metric} below floor on {day})", details=rb), platform.alerts_log_path)
+                alerts.append(Alert(kind="rollback", model=name, asset="/".join(perf_key.path), partition=day,
+                                    message=f"{name}: champion rolled back v{rb['from_version']} -> "
+                                            f"v{rb['to_version']} ({metric} below floor on {day})", details=rb))
             outcomes.append(f"{day} (v{served}): {rb.get('status', 'alerted')}")
+        # Rollbacks are idempotent (audit marker); alerts go out once every record was handled.
+        for alert in alerts:
+            send_alert(alert, platform.alerts_log_path)
         return dg.SensorResult(skip_reason="below the quality floor: " + "; ".join(outcomes), cursor=new_cursor)
 
     return quality_sensor
