@@ -11,17 +11,17 @@ from mlplatform_assets.defs.monitoring.sensors import MODEL_TAG, TRIGGER_TAG
 from mlplatform_assets.definitions import build_definitions
 from mlplatform_assets.lib.spec import ScheduleSpec, load_specs
 
-from ..conftest import write_small_spec
+from mlplatform_tests.conftest import write_small_spec
 
 
-def _spec(platform, small_source, **schedule):
-    write_small_spec(Path(platform.models_dir), small_source)
+def _spec(platform, **schedule):
+    write_small_spec(Path(platform.models_dir), "/nonexistent/source")
     spec = load_specs(platform.models_dir, platform.state_dir)[0]
     return spec.model_copy(update={"schedule": ScheduleSpec(**schedule)}) if schedule else spec
 
 
-def test_defaults_are_stopped_nightly_utc(platform, small_source):
-    spec = _spec(platform, small_source)
+def test_defaults_are_stopped_nightly_utc(platform_env):
+    spec = _spec(platform_env)
     [sched] = build_monitoring_schedules(spec)
     assert sched.name == "small_churn__nightly_retrain"
     assert sched.cron_schedule == "0 2 * * *" and sched.execution_timezone == "UTC"
@@ -30,9 +30,9 @@ def test_defaults_are_stopped_nightly_utc(platform, small_source):
     assert "Off by default" in sched.description and "small_churn" in sched.description
 
 
-def test_enabled_spec_runs_in_its_timezone_and_a_tick_requests_training(platform, small_source):
-    spec = _spec(platform, small_source, cron="30 3 * * 1-5", timezone="Europe/Berlin", enabled=True)
-    defs = build_definitions(platform, [spec])
+def test_enabled_spec_runs_in_its_timezone_and_a_tick_requests_training(platform_env):
+    spec = _spec(platform_env, cron="30 3 * * 1-5", timezone="Europe/Berlin", enabled=True)
+    defs = build_definitions(platform_env, [spec])
     sched = defs.get_schedule_def("small_churn__nightly_retrain")
     assert sched.default_status == dg.DefaultScheduleStatus.RUNNING
     assert (sched.cron_schedule, sched.execution_timezone) == ("30 3 * * 1-5", "Europe/Berlin")

@@ -25,7 +25,8 @@ from mlplatform_assets.lib import example_data
 from mlplatform_assets.lib.alerts import read_alerts
 from mlplatform_assets.lib.spec import DriftSpec, load_specs
 
-from ..conftest import SMALL_DAYS, SMALL_END, write_small_spec
+from mlplatform_assets.lib.config import ensure_dirs
+from mlplatform_tests.conftest import SMALL_DAYS, SMALL_END, write_churn_days, write_small_spec
 
 NAME = "small_churn"
 SHA_A = "a" * 64
@@ -35,13 +36,28 @@ SHA_B = "b" * 64
 # --- fixtures and helpers ------------------------------------------------------------------
 
 @pytest.fixture
-def env(platform, small_source, tmp_path):
+def platform(platform_env):
+    """The isolated platform of the shared ``platform_env`` fixture, with its local directories created."""
+    ensure_dirs(platform_env)
+    return platform_env
+
+
+@pytest.fixture
+def churn_source(tmp_path) -> Path:
+    """Daily Parquet files of small churn data for SMALL_DAYS."""
+    source = tmp_path / "monitoring_source"
+    write_churn_days(source, SMALL_DAYS)
+    return source
+
+
+@pytest.fixture
+def env(platform, churn_source, tmp_path):
     """Spec, definitions, resources and a persistent temporary instance."""
-    write_small_spec(Path(platform.models_dir), small_source)
+    write_small_spec(Path(platform.models_dir), str(churn_source))
     spec = load_specs(platform.models_dir, platform.state_dir)[0]
     (tmp_path / "dagster_instance").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_instance")) as instance:
-        yield Env(platform, spec, instance, small_source)
+        yield Env(platform, spec, instance, churn_source)
 
 
 class Env:
@@ -261,14 +277,16 @@ def test_cursor_does_not_advance_when_the_tick_errors(env):
 # --- new-data and monitoring sensors ----------------------------------------------------------
 
 def test_new_data_sensor_requests_each_day_once_per_content(env, monkeypatch):
+    monkeypatch.setenv(S.ENV_NEW_DATA_MAX, "6")  # bounded per tick, oldest first
     out = env.tick("new_data_sensor", None)
     requested = sorted(r.partition_key for r in out.run_requests)
-    assert requested == [str(d) for d in SMALL_DAYS[:10]]  # bounded: 10 per tick by default
+    assert requested == [str(d) for d in SMALL_DAYS[:6]]
     for r in out.run_requests:
         assert r.run_key.startswith(f"{NAME}:ingest:{r.partition_key}:") and len(r.run_key.split(":")[-1]) == 16
         assert r.tags[S.TRIGGER_TAG] == "new_data"
     second = env.tick("new_data_sensor", out.cursor)
-    assert sorted(r.partition_key for r in second.run_requests) == [str(d) for d in SMALL_DAYS[10:]]
+    assert sorted(r.partition_key for r in second.run_requests) == [str(d) for d in SMALL_DAYS[6:]]
+    monkeypatch.delenv(S.ENV_NEW_DATA_MAX)
     quiet = env.tick("new_data_sensor", second.cursor)
     assert not quiet.run_requests and "no new or changed files" in quiet.skip_message
 
@@ -292,9 +310,8 @@ def test_new_data_sensor_requests_each_day_once_per_content(env, monkeypatch):
     run = env.instance.create_run_for_job(job_def=job, tags={**req.tags, "dagster/partition": req.partition_key})
     assert run.tags["dagster/partition"] == req.partition_key
 
-    # Bounded per tick through the environment.
-    monkeypatch.setenv(S.ENV_NEW_DATA_MAX, "3")
-    assert len(env.tick("new_data_sensor", None).run_requests) == 3
+    # The default bound is 10 per tick.
+    assert len(env.tick("new_data_sensor", None).run_requests) == 10
 
 
 def test_new_data_sensor_adopts_already_ingested_days_and_waits_for_future_partitions(env):
@@ -490,7 +507,7 @@ def test_new_data_sensor_on_a_single_file_source(platform, tmp_path):
     import pandas as pd
 
     pd.concat(frames).to_csv(src, index=False)
-    write_small_spec(Path(platform.models_dir), src)
+    write_small_spec(Path(platform.models_dir), str(src))
     spec = load_specs(platform.models_dir, platform.state_dir)[0]
     assert spec.source.layout == "single_file"
     (tmp_path / "inst").mkdir()
