@@ -102,8 +102,11 @@ def write_churn_days(directory: str | Path, days: list[dt.date] = SMALL_DAYS, ro
 
 
 def small_spec_yaml(source_uri: str, name: str = SMALL_NAME, estimator: str = "sklearn.linear_model.LogisticRegression",
-                    params: str = "{max_iter: 300}", window_days: int = 10, holdout_days: int = 2) -> str:
-    return f"""\
+                    params: str = "{max_iter: 300}", window_days: int = 10, holdout_days: int = 2,
+                    promotion: str | None = None) -> str:
+    """The small churn spec; ``promotion`` is a YAML flow mapping, e.g. ``{absolute_floor: 0.6}``."""
+    extra = f"promotion: {promotion}\n" if promotion else ""
+    return extra + f"""\
 name: {name}
 description: small churn model for tests
 task: classification
@@ -170,6 +173,14 @@ def platform_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformCon
     monkeypatch.setenv("DAGSTER_DISABLE_TELEMETRY", "1")
     (tmp_path / "dagster_home").mkdir()
     return load_config()
+
+
+@pytest.fixture()
+def small_source(tmp_path: Path) -> Path:
+    """Daily Parquet files of the small churn data (``SMALL_DAYS``), without a spec."""
+    source = tmp_path / "source" / SMALL_NAME
+    write_churn_days(source)
+    return source
 
 
 @pytest.fixture()

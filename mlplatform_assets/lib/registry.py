@@ -82,14 +82,21 @@ def mlflow_uris(settings: MlflowSettings) -> Iterator[None]:
     """
     import mlflow
 
-    prev_t = os.environ.get("MLFLOW_TRACKING_URI")
+    # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ; restore both the globals
+    # and the environment on the way out so one model's store never leaks into the next caller.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.registry_uri)
     try:
         yield
     finally:
-        if prev_t:
-            mlflow.set_tracking_uri(prev_t)
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def trusted_types_for(pipeline: Any) -> list[str]:

@@ -8,7 +8,7 @@ from mlplatform_assets.cli import run_lifecycle
 from mlplatform_assets.lib.endpoints import probe
 from mlplatform_assets.lib.serving import ThreadedServer, create_app
 
-from .conftest import SMALL_END, write_small_spec
+from mlplatform_tests.conftest import SMALL_END, write_small_spec
 
 
 def _predict(url: str, row: dict) -> dict:
@@ -18,20 +18,20 @@ def _predict(url: str, row: dict) -> dict:
         return json.loads(resp.read())
 
 
-def test_promotion_reaches_the_live_endpoint(platform, small_source):
-    models = Path(platform.models_dir)
+def test_promotion_reaches_the_live_endpoint(platform_env, small_source):
+    models = Path(platform_env.models_dir)
     spec_path = write_small_spec(models, small_source, estimator="sklearn.dummy.DummyClassifier",
-                                 params="{strategy: prior}", floor="null")
-    assert run_lifecycle(platform, ["small_churn"], SMALL_END)[0]["success"]  # v1: a weak first champion
+                                 params="{strategy: prior}")
+    assert run_lifecycle(platform_env, ["small_churn"], SMALL_END)[0]["success"]  # v1: a weak first champion
 
-    server = ThreadedServer(create_app("small_churn", platform, poll_interval_s=0.5, prediction_log=False)).start(
+    server = ThreadedServer(create_app("small_churn", platform_env, poll_interval_s=0.5, prediction_log=False)).start(
         wait_model=True)
     try:
         assert probe(server.url).model_version == "1"
         spec_path.write_text(spec_path.read_text().replace("sklearn.dummy.DummyClassifier", "sklearn.ensemble.HistGradientBoostingClassifier")
                              .replace("{strategy: prior}", "{max_iter: 40}")
                              + f"serving: {{endpoints: ['{server.url}'], poll_interval_s: 0.5}}\n")
-        summary = run_lifecycle(platform, ["small_churn"], SMALL_END)[0]
+        summary = run_lifecycle(platform_env, ["small_churn"], SMALL_END)[0]
         assert summary["success"], summary
         deployed = summary["assets"]["deployed_endpoint"]
         assert deployed["promoted"] is True and deployed["champion_version"] == "2"
@@ -45,13 +45,13 @@ def test_promotion_reaches_the_live_endpoint(platform, small_source):
         server.stop()
 
 
-def test_unreachable_endpoint_is_reported_not_fatal(platform, small_source):
+def test_unreachable_endpoint_is_reported_not_fatal(platform_env, small_source):
     from mlplatform_assets.lib.serving import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
-    spec_path = write_small_spec(Path(platform.models_dir), small_source)
+    spec_path = write_small_spec(Path(platform_env.models_dir), small_source)
     spec_path.write_text(spec_path.read_text() + f"serving: {{endpoints: ['{url}'], poll_interval_s: 0.1}}\n")
-    summary = run_lifecycle(platform, ["small_churn"], SMALL_END)[0]
+    summary = run_lifecycle(platform_env, ["small_churn"], SMALL_END)[0]
     assert summary["success"]  # the registry is the source of truth; the alias moved
     deployed = summary["assets"]["deployed_endpoint"]
     assert deployed["champion_version"] == "1" and deployed["endpoint_healthy"] is False

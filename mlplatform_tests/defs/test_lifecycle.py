@@ -15,7 +15,7 @@ from mlplatform_assets.lib.registry import MlflowSettings, Registry, RegistryErr
 from mlplatform_assets.lib.spec import load_specs
 from mlplatform_assets.lib.storage import ObjectStore
 
-from .conftest import SMALL_DAYS, SMALL_END, write_small_spec
+from mlplatform_tests.conftest import SMALL_DAYS, SMALL_END, write_small_spec
 
 
 def _registry(config):
@@ -26,12 +26,12 @@ def _run(config, **kw):
     return run_lifecycle(config, ["small_churn"], SMALL_END, **kw)[0]
 
 
-def test_train_promote_reject_rollback_with_audit(platform, small_source, capsys):
-    platform_models = Path(platform.models_dir)
+def test_train_promote_reject_rollback_with_audit(platform_env, small_source, capsys):
+    platform_models = Path(platform_env.models_dir)
     write_small_spec(platform_models, small_source)
-    first = _run(platform)
+    first = _run(platform_env)
     assert first["success"], first
-    registry = _registry(platform)
+    registry = _registry(platform_env)
     champ = registry.champion("small_churn")
     assert champ is not None and str(champ.version) == "1"
 
@@ -50,8 +50,8 @@ def test_train_promote_reject_rollback_with_audit(platform, small_source, capsys
 
     # A deliberately worse challenger: same model, a constant predictor, no floor so the champion comparison decides.
     write_small_spec(platform_models, small_source, estimator="sklearn.dummy.DummyClassifier",
-                     params="{strategy: prior}", floor="null")
-    second = _run(platform)
+                     params="{strategy: prior}")
+    second = _run(platform_env)
     assert second["success"], second
     assert second["assets"]["deployed_endpoint"]["promoted"] is False
     assert "min_improvement" in second["assets"]["deployed_endpoint"]["reason"]
@@ -60,8 +60,8 @@ def test_train_promote_reject_rollback_with_audit(platform, small_source, capsys
 
     # A better-enough third model is promoted over v1.
     write_small_spec(platform_models, small_source, estimator="sklearn.ensemble.HistGradientBoostingClassifier",
-                     params="{max_iter: 60, learning_rate: 0.1}", floor="0.6")
-    third = _run(platform)
+                     params="{max_iter: 60, learning_rate: 0.1}")
+    third = _run(platform_env)
     promoted = third["assets"]["deployed_endpoint"]["promoted"]
     expected_champion = "3" if promoted else "1"
     assert str(registry.champion("small_churn").version) == expected_champion
@@ -72,7 +72,7 @@ def test_train_promote_reject_rollback_with_audit(platform, small_source, capsys
     assert audit[1]["to_version"] == "2" and "min_improvement" in audit[1]["reason"]
     assert all(a["dagster_run_id"] for a in audit)
     # The local mirror holds the same records.
-    assert [r["decision"] for r in read_jsonl(platform.audit_log_path)] == [a["decision"] for a in audit]
+    assert [r["decision"] for r in read_jsonl(platform_env.audit_log_path)] == [a["decision"] for a in audit]
 
     if not promoted:
         registry.move_champion("small_churn", "3", action="promote", reason="test setup", actor="test")
@@ -91,13 +91,13 @@ def test_train_promote_reject_rollback_with_audit(platform, small_source, capsys
         registry.rollback("small_churn", to_version="99", actor="test")
 
     # Reproduce v1 exactly from its recorded spec and partitions (library and CLI).
-    result = reproduce(registry, ObjectStore(platform.data_uri), "small_churn", "1")
+    result = reproduce(registry, ObjectStore(platform_env.data_uri), "small_churn", "1")
     assert result.identical and result.data_matches and result.rows > 0, result.message
     assert main(["reproduce", "small_churn", "3"]) == 0
     assert "v3 reproduced exactly" in capsys.readouterr().out
 
     # Reproduction refuses when the recorded data changed underneath.
-    store = ObjectStore(platform.data_uri)
+    store = ObjectStore(platform_env.data_uri)
     key = f"small_churn/validated/date={SMALL_DAYS[0]}/data.parquet"
     frame = store.read_frame(key)
     store.write_frame(key, frame.iloc[1:])
@@ -149,10 +149,10 @@ def test_bad_partition_blocks_downstream_and_keeps_champion(trained_state, tmp_p
     for var in ("MLFLOW_TRACKING_URI", "MLPLATFORM_DATA_URI", "MLPLATFORM_ARTIFACT_ROOT"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MLPLATFORM_ARTIFACT_ROOT", (trained_state / "state" / "mlflow" / "artifacts").as_uri())
-    platform = load_config()
+    platform_env = load_config()
     small_source = tmp_path / "source"
-    write_small_spec(Path(platform.models_dir), small_source)
-    registry = _registry(platform)
+    write_small_spec(Path(platform_env.models_dir), small_source)
+    registry = _registry(platform_env)
     champion_before = str(registry.champion("small_churn").version)
 
     bad_day = SMALL_END + dt.timedelta(days=1)
@@ -169,7 +169,7 @@ def test_bad_partition_blocks_downstream_and_keeps_champion(trained_state, tmp_p
         df = pd.concat([df, df.head(len(df) // 2)])
     df.to_parquet(small_source / f"{bad_day}.parquet", index=False)
 
-    summary = run_lifecycle(platform, ["small_churn"], bad_day)[0]
+    summary = run_lifecycle(platform_env, ["small_churn"], bad_day)[0]
     assert summary["success"] is False
     failed = [c for c in summary["failed_checks"] if c.startswith(expect_check)]
     assert failed and expect_text in failed[0] and str(bad_day) in failed[0], summary["failed_checks"]
@@ -180,13 +180,13 @@ def test_bad_partition_blocks_downstream_and_keeps_champion(trained_state, tmp_p
     if problem == "empty_file":  # the headless command reports the failure through its exit code
         assert main(["lifecycle", "--model", "small_churn", "--as-of", str(bad_day)]) == 1
         assert main(["lifecycle", "--model", "no_such_model"]) == 2
-    store = ObjectStore(platform.data_uri)
+    store = ObjectStore(platform_env.data_uri)
     assert store.exists(f"small_churn/validated/date={SMALL_END}/data.parquet")
     assert not store.exists(f"small_churn/validated/date={bad_day}/data.parquet")
 
 
-def test_unseen_dataset_single_csv_with_inferred_features(platform, tmp_path):
-    """A dataset the platform has never seen (sklearn's wine data, with a synthetic timestamp), one CSV file,
+def test_unseen_dataset_single_csv_with_inferred_features(platform_env, tmp_path):
+    """A dataset the platform_env has never seen (sklearn's wine data, with a synthetic timestamp), one CSV file,
     features inferred, a different estimator: trains and gets a champion with no code change."""
     from sklearn.datasets import load_breast_cancer
 
@@ -197,7 +197,7 @@ def test_unseen_dataset_single_csv_with_inferred_features(platform, tmp_path):
     data["clinic"] = ["a", "b", "c"] * (len(data) // 3) + ["a"] * (len(data) % 3)
     csv = tmp_path / "tumours.csv"
     data.to_csv(csv, index=False)
-    (Path(platform.models_dir) / "tumour_malignancy.yaml").write_text(f"""
+    (Path(platform_env.models_dir) / "tumour_malignancy.yaml").write_text(f"""
 name: tumour_malignancy
 task: classification
 source: {{uri: {csv}}}
@@ -211,18 +211,18 @@ metrics: {{primary: roc_auc}}
 promotion: {{absolute_floor: 0.8}}
 validation: {{min_rows: 1}}
 """)
-    summary = run_lifecycle(platform, ["tumour_malignancy"], dt.date(2026, 1, 20))[0]
+    summary = run_lifecycle(platform_env, ["tumour_malignancy"], dt.date(2026, 1, 20))[0]
     assert summary["success"], summary
-    champion = _registry(platform).champion("tumour_malignancy")
+    champion = _registry(platform_env).champion("tumour_malignancy")
     assert champion is not None and str(champion.version) == "1"
     assert len(summary["assets"]["features"]["numeric_features"]) == 30
     assert summary["assets"]["features"]["categorical_features"] == ["clinic"]
 
 
-def test_materialize_with_dg_materialize_on_ephemeral_instance(platform, small_source):
+def test_materialize_with_dg_materialize_on_ephemeral_instance(platform_env, small_source):
     """The asset graph also runs via dg.materialize (how the UI's Materialize button executes a selection)."""
-    write_small_spec(Path(platform.models_dir), small_source)
-    config = platform
+    write_small_spec(Path(platform_env.models_dir), small_source)
+    config = platform_env
     defs = build_definitions(config, load_specs(config.models_dir, config.state_dir))
     instance = dg.DagsterInstance.ephemeral()
     job = defs.resolve_job_def("small_churn__ingest")

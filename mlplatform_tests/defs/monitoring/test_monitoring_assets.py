@@ -13,7 +13,7 @@ from mlplatform_assets.lib.monitoring import predictions_key
 from mlplatform_assets.lib.spec import load_specs
 from mlplatform_assets.lib.storage import ObjectStore
 
-from ..conftest import SMALL_END, write_small_spec
+from mlplatform_tests.conftest import SMALL_END, write_small_spec
 
 
 def _monitor(defs, instance, day):
@@ -28,12 +28,12 @@ def _meta(result, asset):
     raise AssertionError(f"{asset} not materialized")
 
 
-def test_drift_batch_predictions_and_realized_quality(platform, small_source):
-    write_small_spec(Path(platform.models_dir), small_source)
-    assert run_lifecycle(platform, ["small_churn"], SMALL_END)[0]["success"]
+def test_drift_batch_predictions_and_realized_quality(platform_env, small_source):
+    write_small_spec(Path(platform_env.models_dir), small_source)
+    assert run_lifecycle(platform_env, ["small_churn"], SMALL_END)[0]["success"]
     instance = dg.DagsterInstance.get()
-    defs = build_definitions(platform, load_specs(platform.models_dir, platform.state_dir))
-    store = ObjectStore(platform.data_uri)
+    defs = build_definitions(platform_env, load_specs(platform_env.models_dir, platform_env.state_dir))
+    store = ObjectStore(platform_env.data_uri)
 
     # A normal day and a drifted day land and are ingested.
     normal, drifted = SMALL_END + dt.timedelta(days=1), SMALL_END + dt.timedelta(days=2)
@@ -70,9 +70,9 @@ def test_drift_batch_predictions_and_realized_quality(platform, small_source):
     assert 0.5 < perf["realized_roc_auc"] <= 1.0
 
 
-def test_monitoring_without_champion_fails_clearly(platform, small_source):
-    write_small_spec(Path(platform.models_dir), small_source)
-    defs = build_definitions(platform, load_specs(platform.models_dir, platform.state_dir))
+def test_monitoring_without_champion_fails_clearly(platform_env, small_source):
+    write_small_spec(Path(platform_env.models_dir), small_source)
+    defs = build_definitions(platform_env, load_specs(platform_env.models_dir, platform_env.state_dir))
     instance = dg.DagsterInstance.ephemeral()
     assert defs.resolve_job_def("small_churn__ingest").execute_in_process(
         instance=instance, partition_key=str(SMALL_END)).success
