@@ -320,6 +320,20 @@ class Registry:
         return RegisteredVersion(model, version, run_id, exp_id, f"models:/{model}/{version}",
                                  self.run_url(exp_id, run_id))
 
+    def log_evaluation(self, model: str, version: str, run_id: str, report_path: str | Path,
+                       decision: dict[str, Any], champion_metrics: dict[str, float] | None, primary: str) -> None:
+        """Attach the evaluation to the challenger's run and version: report, decision, champion's scores."""
+        client = self.client
+        client.log_artifact(run_id, str(report_path), "evaluation")
+        client.log_text(run_id, json.dumps(decision, indent=2, default=str), "evaluation/decision.json")
+        for k, v in (champion_metrics or {}).items():
+            if v == v:  # NaN (undefined on this holdout) is not a metric
+                client.log_metric(run_id, f"champion_{k}", v)
+        if decision.get("delta") is not None:
+            client.log_metric(run_id, f"delta_{primary}", decision["delta"])
+        client.set_model_version_tag(model, str(version), "mlplatform.evaluation",
+                                     json.dumps({"promote": decision["promote"], "reason": decision["reason"]}))
+
     # --- alias moves and the audit trail ----------------------------------------
     def audit_records(self, model: str) -> list[dict[str, Any]]:
         from mlflow.exceptions import MlflowException

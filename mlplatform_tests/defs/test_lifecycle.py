@@ -57,6 +57,12 @@ def test_train_promote_reject_rollback_with_audit(platform_env, small_source, ca
     assert "min_improvement" in second["assets"]["deployed_endpoint"]["reason"]
     assert str(registry.champion("small_churn").version) == "1"
     assert str(registry.alias_version("small_churn", "challenger").version) == "2"
+    # The evaluation is attached to the challenger's run: both models' scores on the same holdout.
+    run2 = registry.client.get_run(registry.get_version("small_churn", "2").run_id)
+    assert run2.data.metrics["delta_roc_auc"] < 0
+    assert run2.data.metrics["champion_roc_auc"] == pytest.approx(run.data.metrics["holdout_roc_auc"])
+    evaluation = {a.path for a in registry.client.list_artifacts(run2.info.run_id, "evaluation")}
+    assert "evaluation/decision.json" in evaluation and any(p.endswith(".html") for p in evaluation)
 
     # A better-enough third model is promoted over v1.
     write_small_spec(platform_models, small_source, estimator="sklearn.ensemble.HistGradientBoostingClassifier",

@@ -162,22 +162,8 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         report = Path(platform.reports_dir) / name / f"evaluation_v{version}.html"
         quality_report_html(spec, features.holdout, ev.challenger_predictions, report,
                             reference=ev.champion_predictions)
-        import mlflow as mlflow_lib
-        from mlplatform_assets.lib.registry import mlflow_uris
-
-        with mlflow_uris(registry.settings):
-            client = registry.client
-            client.log_artifact(trained_model["run_id"], str(report), "evaluation")
-            client.log_text(trained_model["run_id"], json.dumps(ev.decision.as_dict(), indent=2),
-                            "evaluation/decision.json")
-            for k, v in (ev.champion_metrics or {}).items():
-                if v == v:
-                    client.log_metric(trained_model["run_id"], f"champion_{k}", v)
-            if ev.decision.delta is not None:
-                client.log_metric(trained_model["run_id"], f"delta_{spec.metrics.primary}", ev.decision.delta)
-        del mlflow_lib
-        client.set_model_version_tag(name, version, "mlplatform.evaluation",
-                                     json.dumps({"promote": ev.decision.promote, "reason": ev.decision.reason}))
+        registry.log_evaluation(name, version, trained_model["run_id"], report, ev.decision.as_dict(),
+                                ev.champion_metrics, spec.metrics.primary)
         metadata = {
             "promote": dg.MetadataValue.bool(ev.decision.promote),
             "reason": dg.MetadataValue.text(ev.decision.reason),
@@ -248,7 +234,6 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
 
 def lifecycle_jobs(spec: ModelSpec) -> list:
     name = spec.name
-    group = dg.AssetSelection.groups(name)
     training = dg.AssetSelection.assets(*[dg.AssetKey([name, k]) for k in
                                           ("features", "trained_model", "evaluation_report", "deployed_endpoint")])
     ingest = dg.AssetSelection.assets(dg.AssetKey([name, "raw_data"]), dg.AssetKey([name, "validated_data"]))
