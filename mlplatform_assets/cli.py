@@ -312,7 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mlplatform_assets.lib.spec import SpecError
 
     # Every command passes explicit locations to Dagster and MLflow (never MLflow's default ./mlflow.db,
-    # never an ephemeral Dagster instance) and leaves the process environment untouched.
+    # never an ephemeral Dagster instance); the only process setting is quieter artifact downloads.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     config = load_config()
     try:
         return int(args.fn(args, config) or 0)
