@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 import time
 
 import numpy as np
@@ -35,13 +36,21 @@ NAME = "bench-model"
 N_FEATURES = 20
 
 
+def _log_to_file(config, label: str) -> dict:
+    """Server output goes to a file: an unread pipe fills up (MLflow's server logs every request)
+    and then blocks the server, which once made MLflow look like it stalled under load."""
+    path = Path(config.state_dir) / f"{label}-server.log"
+    return {"stdout": open(path, "wb"), "stderr": subprocess.STDOUT}
+
+
 def _wait_ready(url_path: str, port: int, proc, timeout: float = 180) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{proc.stdout.read().decode(errors='replace')[-3000:]}")
+            log = proc.log_path
+            raise RuntimeError(f"server exited early:\n{log.read_text(errors='replace')[-3000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}{url_path}", timeout=1).status_code == 200:
                 return
@@ -57,7 +66,8 @@ def start_ours(config, workers: int):
                MLPLATFORM_PREDICTION_LOG_URI=config.prediction_log_uri)
     proc = subprocess.Popen([sys.executable, "-m", "mlplatform_assets.lib.serving", "--model", NAME, "--port", str(port),
                              "--workers", str(workers), "--log-level", "warning"], env=env, cwd=config.state_dir,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            **_log_to_file(config, "ours"))
+    proc.log_path = Path(config.state_dir) / "ours-server.log"
     _wait_ready("/readyz", port, proc)
     return proc, port
 
@@ -68,7 +78,8 @@ def start_mlflow(config, workers: int):
     env = dict(os.environ, MLFLOW_TRACKING_URI=config.mlflow_tracking_uri, MLFLOW_ALLOW_PICKLE_DESERIALIZATION="true")
     proc = subprocess.Popen(["mlflow", "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
                              "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)], env=env, cwd=config.state_dir,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            **_log_to_file(config, "mlflow"))
+    proc.log_path = Path(config.state_dir) / "mlflow-server.log"
     _wait_ready("/ping", port, proc)
     return proc, port
 
