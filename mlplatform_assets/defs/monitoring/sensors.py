@@ -47,6 +47,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from mlplatform_assets.defs.lifecycle.assets import daily_partitions
 from mlplatform_assets.defs.resources import DataStore, MlflowRegistryResource, PlatformResource
 from mlplatform_assets.lib import datasource
 from mlplatform_assets.lib.alerts import Alert, send_alert
@@ -231,7 +232,7 @@ def _list_objects(uri: str, s3_client: Any):  # noqa: ANN202 - iterator of (key,
 def build_new_data_sensor(spec: ModelSpec) -> dg.SensorDefinition:
     name = spec.name
     sensor_name = f"{name}__new_data_sensor"
-    partitions = dg.DailyPartitionsDefinition(start_date=spec.partition_start.isoformat(), timezone="UTC")
+    partitions = daily_partitions(spec)
     raw_key = dg.AssetKey([name, "raw_data"])
 
     @dg.sensor(
