@@ -80,3 +80,23 @@ def test_monitoring_without_champion_fails_clearly(platform_env, small_source):
     assert not res.success
     failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE")
     assert "no champion" in failure.event_specific_data.error.message
+
+
+def test_endpoint_prediction_log_feeds_prediction_drift(tmp_path, small_source):
+    """The live endpoint's prediction log (its on-disk layout) is read for the day's prediction drift."""
+    from mlplatform_assets.defs.monitoring.assets import _endpoint_scores
+    from mlplatform_assets.defs.resources import PlatformResource
+    from mlplatform_assets.lib.spec import load_spec
+
+    spec = load_spec(write_small_spec(tmp_path / "models", small_source), state_dir=str(tmp_path))
+    day = SMALL_END
+    part = tmp_path / "predictions" / spec.name / f"date={day}"
+    part.mkdir(parents=True)
+    pd.DataFrame({"timestamp": pd.date_range(str(day), periods=3, freq="h"), "request_id": ["a", "b", "c"],
+                  "row": [0, 0, 0], "model_version": ["1", "1", "2"], "prediction": [0, 1, 1],
+                  "probability": [0.1, 0.7, 0.9]}).to_parquet(part / "part-0001.parquet", index=False)
+    platform = PlatformResource(state_dir=str(tmp_path), reports_dir=str(tmp_path / "r"),
+                                alerts_log_path=str(tmp_path / "a.jsonl"), prediction_log_uri=str(tmp_path / "predictions"))
+    scores = _endpoint_scores(spec, platform, day)
+    assert scores.tolist() == [0.1, 0.7, 0.9]
+    assert _endpoint_scores(spec, platform, day + dt.timedelta(days=1)) is None  # nothing served that day
