@@ -100,3 +100,38 @@ def test_endpoint_prediction_log_feeds_prediction_drift(tmp_path, small_source):
     scores = _endpoint_scores(spec, platform, day)
     assert scores.tolist() == [0.1, 0.7, 0.9]
     assert _endpoint_scores(spec, platform, day + dt.timedelta(days=1)) is None  # nothing served that day
+
+
+def test_delayed_labels_below_floor_roll_back_the_serving_version(platform_env, small_source):
+    """The whole chain with real assets: v2 serves, a day's labels show it below the quality floor,
+    the quality sensor alerts and (auto_rollback on) brings v1 back, audited."""
+    from mlplatform_assets.lib.alerts import read_alerts
+    from mlplatform_assets.lib.registry import MlflowSettings, Registry
+
+    models = Path(platform_env.models_dir)
+    write_small_spec(models, small_source, estimator="sklearn.dummy.DummyClassifier", params="{strategy: prior}")
+    assert run_lifecycle(platform_env, ["small_churn"], SMALL_END)[0]["success"]  # v1: constant scores
+    spec_path = write_small_spec(models, small_source)  # v2: logistic regression, promoted over v1
+    spec_path.write_text(spec_path.read_text() + "drift: {quality_floor: 0.99, auto_rollback: true}\n")
+    assert run_lifecycle(platform_env, ["small_churn"], SMALL_END)[0]["assets"]["deployed_endpoint"]["promoted"]
+    registry = Registry(MlflowSettings.from_config(platform_env), platform_env.audit_log_path)
+    assert str(registry.champion("small_churn").version) == "2"
+
+    instance = dg.DagsterInstance.get()
+    defs = build_definitions(platform_env, load_specs(platform_env.models_dir, platform_env.state_dir))
+    day = SMALL_END + dt.timedelta(days=1)
+    example_data.write_example_days("customer_churn", small_source, [day], rows=300)
+    assert defs.resolve_job_def("small_churn__ingest").execute_in_process(
+        instance=instance, partition_key=str(day)).success
+    perf = _meta(_monitor(defs, instance, day), "model_performance")
+    assert perf["served_version"] == "2" and perf["below_floor"] is True and perf["realized_roc_auc"] < 0.99
+
+    sensor = defs.get_sensor_def("small_churn__quality_sensor")
+    with dg.build_sensor_context(instance=instance, cursor=None, definitions=defs,
+                                 resources=defs.get_repository_def().get_top_level_resources()) as ctx:
+        sensor.evaluate_tick(ctx)
+    assert str(registry.champion("small_churn").version) == "1"
+    last = registry.audit_records("small_churn")[-1]
+    assert (last["decision"], last["from_version"], last["to_version"]) == ("rolled_back", "2", "1")
+    kinds = [a["kind"] for a in read_alerts(platform_env.alerts_log_path, model="small_churn")]
+    assert "quality_floor" in kinds and "rollback" in kinds
