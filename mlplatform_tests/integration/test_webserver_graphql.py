@@ -136,6 +136,12 @@ def webserver(small_churn_spec, platform_env, tmp_path):
         return procs[-1]
 
     workspace = str(REPO_ROOT / "workspace.yaml")
+    # Create the SQLite storage once, before two processes race to create its tables (a failure seen
+    # on a loaded machine: the code location's instance failed while the daemon was migrating).
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(platform_env.dagster_home):
+        pass
     server = Webserver(f"http://127.0.0.1:{port}", logs)
     try:
         proc = spawn("dagster-webserver", "-w", workspace, "-h", "127.0.0.1", "-p", str(port))
