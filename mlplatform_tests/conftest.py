@@ -67,6 +67,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process_group(proc, term_timeout: float = 15.0) -> None:  # noqa: ANN001 - subprocess.Popen
+    """Stop a server started with ``start_new_session=True`` and everything it spawned (code server,
+    run workers): TERM the process group, wait, then KILL whatever is left."""
+    import signal
+
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=term_timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
 def wait_for_http(url: str, timeout: float = 60.0, proc=None) -> None:  # noqa: ANN001 - subprocess.Popen
     """Poll ``url`` until it answers 200. Fails early if ``proc`` (a Popen) has exited."""
     import httpx

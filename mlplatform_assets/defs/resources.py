@@ -1,13 +1,11 @@
 """Resources: each one an interface with a local and a cloud implementation, chosen by configuration."""
 
 
-import io
 import json
 import os
 from typing import Any, Optional
 
 import dagster as dg
-import pandas as pd
 from dagster_aws.s3 import S3Resource
 
 from mlplatform_assets.lib.config import PlatformConfig

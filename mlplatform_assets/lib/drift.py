@@ -39,11 +39,9 @@ This module never imports Dagster; Evidently is imported lazily by the report he
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -53,6 +51,8 @@ from scipy.spatial import distance as _distance
 from scipy.stats import chisquare as _chisquare
 from scipy.stats import ks_2samp as _ks_2samp
 from scipy.stats import norm as _norm
+
+from .storage import atomic_path
 
 __all__ = [
     "NUMERICAL",
@@ -295,17 +295,8 @@ class ReferenceProfile:
             header["columns"].append(entry)
         arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
 
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".npz.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
         return path
 
     @classmethod
@@ -922,17 +913,8 @@ def evidently_report_html(
     cur = current_df.sample(n=sample_rows, random_state=seed) if len(current_df) > sample_rows else current_df
     snapshot = _evidently_snapshot(ref, cur, numerical_columns, categorical_columns)
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".drift-report-", suffix=".html", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         snapshot.save_html(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from .spec import ModelSpec
+from .storage import atomic_path
 
 
 @dataclass
@@ -102,14 +101,6 @@ def quality_report_html(spec: ModelSpec, holdout: pd.DataFrame, predictions: pd.
     cur_ds = Dataset.from_pandas(current, data_definition=definition)
     ref_ds = Dataset.from_pandas(frame(reference), data_definition=definition) if reference is not None else None
     snapshot = Report([preset]).run(cur_ds, ref_ds)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         snapshot.save_html(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return Path(path)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+from .storage import atomic_path
 
 
 def _rng(dataset: str, day: dt.date, drift: bool) -> np.random.Generator:
@@ -137,18 +137,11 @@ GENERATORS: dict[str, Callable[..., pd.DataFrame]] = {
 
 def write_frame_atomic(df: pd.DataFrame, path: Path, fmt: str) -> None:
     """Write a frame so that a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if fmt == "parquet":
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_example_days(generator: str, directory: str | Path, days: list[dt.date], file_pattern: str = "{date}.parquet",

@@ -20,9 +20,9 @@ import pandas as pd
 from . import datasource, validation
 from .evaluation import PromotionDecision, decide_promotion
 from .features import DatasetError, TrainingDataset, build_dataset, window_days
-from .hashing import bytes_sha256, frame_sha256
-from .registry import (CHAMPION, TAG_CODE_VERSION, TAG_DAGSTER_RUN, TAG_DATA_SHA, TAG_PARTITIONS, TAG_SPEC_SHA,
-                       RegisteredVersion, Registry, RegistryError)
+from .hashing import frame_sha256
+from .registry import (TAG_CODE_VERSION, TAG_DAGSTER_RUN, TAG_DATA_SHA, TAG_PARTITIONS, TAG_SPEC_SHA,
+                       RegisteredVersion, Registry)
 from .spec import ModelSpec
 from .storage import ObjectStore
 from .training import FitResult, compute_metrics, fit, metric_names, predict_frame

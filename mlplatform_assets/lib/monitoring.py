@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +15,9 @@ import pandas as pd
 
 from . import drift
 from .features import TrainingDataset
-from .hashing import frame_sha256
 from .registry import Registry
 from .spec import ModelSpec
-from .storage import ObjectStore
+from .storage import ObjectStore, atomic_path
 from .training import FitResult, compute_metrics, metric_names, predict_frame
 
 PROFILE_FEATURES = "drift/reference_features.npz"
@@ -81,11 +79,8 @@ def load_champion_reference(registry: Registry, model: str, cache_dir: str | Pat
         local = cache / name
         if not local.exists():
             data = registry.download_artifact(champ.run_id, name)
-            local.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=local.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, local)
+            with atomic_path(local) as tmp:
+                Path(tmp).write_bytes(data)
         paths[name] = local
     return ChampionReference(str(champ.version), champ.run_id, drift.ReferenceProfile.load(paths[PROFILE_FEATURES]),
                              drift.ReferenceProfile.load(paths[PROFILE_PREDICTIONS]),

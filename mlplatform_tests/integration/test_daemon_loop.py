@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from mlplatform_assets.cli import run_lifecycle
 from mlplatform_assets.lib import example_data
 from mlplatform_assets.lib.alerts import read_alerts
 from mlplatform_assets.lib.registry import MlflowSettings, Registry
+from mlplatform_tests.conftest import stop_process_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,21 +35,7 @@ SETTLE_S = 15
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """TERM the daemon's process group (daemon, code server, run workers), then KILL stragglers."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
+    stop_process_group(proc, term_timeout=20)
 
 
 def _sensor_cursors(instance: dg.DagsterInstance) -> dict[str, str | None]:

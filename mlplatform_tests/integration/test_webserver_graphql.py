@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 from mlplatform_assets.cli import _prepare
 from mlplatform_assets.defs.lifecycle.assets import RANGE_END_TAG, RANGE_START_TAG
 from mlplatform_assets.lib.registry import MlflowSettings, Registry
-from mlplatform_tests.conftest import free_port, wait_for_http
+from mlplatform_tests.conftest import free_port, stop_process_group, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -102,21 +101,7 @@ class Webserver:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Terminate a server's process group (server, its code server, run workers): TERM, then KILL."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers (run workers) left in the group
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
+    stop_process_group(proc, term_timeout=15)
 
 
 @pytest.fixture()

@@ -3,7 +3,6 @@ trained_model -> evaluation_report -> deployed_endpoint, key-prefixed by the mod
 
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any, Optional
 

@@ -16,7 +16,6 @@ import queue
 import threading
 import time
 
-import numpy as np
 import orjson
 
 from .errors import error_body
