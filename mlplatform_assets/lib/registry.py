@@ -14,6 +14,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -346,9 +347,13 @@ class Registry:
         return [json.loads(v) for _, v in items]
 
     def record(self, rec: AuditRecord) -> AuditRecord:
-        seq = len(self.audit_records(rec.model)) + 1
+        # Keys sort chronologically and never collide (nanosecond clock + random suffix), so two
+        # writers recording at once cannot overwrite each other's record the way a counter could.
+        import uuid
+
+        key = f"{AUDIT_TAG_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         payload = json.dumps(asdict(rec), sort_keys=True, default=str)
-        self.client.set_registered_model_tag(rec.model, f"{AUDIT_TAG_PREFIX}{seq:06d}", payload)
+        self.client.set_registered_model_tag(rec.model, key, payload)
         if self.audit_log_path:
             append_jsonl(self.audit_log_path, asdict(rec))
         return rec
