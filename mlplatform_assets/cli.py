@@ -63,8 +63,10 @@ def lifecycle_window(spec: Any, s3_client: Any = None, end: dt.date | None = Non
         return days[0], days[-1]
     available = [d for d in datasource.available_days(spec, s3_client) if d <= end]
     if not available:
-        raise SystemExit(f"{spec.name}: source {spec.source.uri} has no data on or after "
-                         f"partition_start {spec.partition_start} (up to {end})")
+        from mlplatform_assets.lib.features import DatasetError
+
+        raise DatasetError(f"{spec.name}: source {spec.source.uri} has no data on or after "
+                           f"partition_start {spec.partition_start} (up to {end})")
     days = window_days(available[-1], spec)
     first = min(d for d in available if d >= days[0])
     return first, available[-1]
@@ -221,11 +223,12 @@ def cmd_lineage(args: argparse.Namespace, config: PlatformConfig) -> int:
 
 def cmd_example_data(args: argparse.Namespace, config: PlatformConfig) -> int:
     from mlplatform_assets.lib import example_data
+    from mlplatform_assets.lib.spec import SpecError
 
     specs = _specs(config, [args.model])
     spec = specs[0]
     if not spec.source.example_generator:
-        raise SystemExit(f"{spec.name}: its spec declares no source.example_generator")
+        raise SpecError(f"{spec.name}: its spec declares no source.example_generator")
     start = dt.date.fromisoformat(args.start)
     end = dt.date.fromisoformat(args.end) if args.end else start
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
@@ -308,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*is currently in beta.*")
     args = build_parser().parse_args(argv)
+    from mlplatform_assets.lib.features import DatasetError
     from mlplatform_assets.lib.registry import RegistryError
     from mlplatform_assets.lib.spec import SpecError
 
@@ -317,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config()
     try:
         return int(args.fn(args, config) or 0)
-    except (SpecError, RegistryError) as exc:
+    except (SpecError, RegistryError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -246,3 +246,12 @@ def test_materialize_with_dg_materialize_on_ephemeral_instance(platform_env, sma
     html = Path(report_meta["report_path"].value).read_text()
     assert "ROC AUC" in html and "Accuracy" in html
     assert report_meta["promote"].value is True
+
+
+def test_lifecycle_on_a_source_without_data_is_a_clear_error(platform_env, tmp_path, capsys):
+    empty = tmp_path / "empty_source"
+    empty.mkdir()
+    write_small_spec(Path(platform_env.models_dir), empty)
+    assert main(["lifecycle", "--model", "small_churn"]) == 2
+    err = capsys.readouterr().err
+    assert "small_churn: source" in err and "has no data" in err
