@@ -88,16 +88,6 @@ def validated_days(spec: ModelSpec, store: ObjectStore) -> list[dt.date]:
     return sorted(set(days))
 
 
-def feature_columns_of(spec: ModelSpec, frame: pd.DataFrame) -> tuple[list[str], list[str]]:
-    numeric, categorical = list(spec.features.numeric or []), list(spec.features.categorical or [])
-    if spec.features.infer:
-        skip = {spec.target.column, spec.timestamp_column, *spec.features.exclude, *numeric, *categorical}
-        for col in frame.columns:
-            if col not in skip:
-                (numeric if frame[col].dtype == np.float64 else categorical).append(col)
-    return numeric, categorical
-
-
 def load_training_dataset(spec: ModelSpec, store: ObjectStore, end: dt.date | None = None,
                           days: list[dt.date] | None = None) -> TrainingDataset:
     """The training window ending at ``end`` (default: the latest validated day), or exactly ``days``."""
@@ -114,7 +104,7 @@ def load_training_dataset(spec: ModelSpec, store: ObjectStore, end: dt.date | No
     frames = {d: store.read_frame(validated_key(spec.name, d)) for d in days}
     if not frames:
         raise DatasetError(f"no validated days in the window ending {end}")
-    numeric, categorical = feature_columns_of(spec, next(iter(frames.values())))
+    numeric, categorical = validation.infer_feature_columns(spec, next(iter(frames.values())))
     return build_dataset(spec, frames, numeric, categorical)
 
 
@@ -125,7 +115,6 @@ def lineage_tags(spec: ModelSpec, dataset: TrainingDataset, code_version: str, d
         TAG_CODE_VERSION: code_version,
         TAG_DAGSTER_RUN: dagster_run_id or "",
         TAG_PARTITIONS: dataset.partition_range,
-        "source": spec.source.uri,
     }
 
 
@@ -137,7 +126,6 @@ def train_and_register(spec: ModelSpec, dataset: TrainingDataset, registry: Regi
     # Drift references travel with the version: a drift check never needs the training data again.
     extra = drift_artifacts(spec, dataset, result)
     tags = lineage_tags(spec, dataset, code_version, dagster_run_id)
-    tags.pop("source")
     version = registry.log_training(spec=spec, dataset=dataset, fit_result=result, lineage=tags,
                                     extra_artifacts=extra)
     return version, result

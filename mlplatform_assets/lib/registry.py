@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import pandas as pd
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -289,9 +288,9 @@ class Registry:
                 mlflow.log_params(params)
                 mlflow.log_metrics({f"holdout_{k}": v for k, v in fit_result.metrics.items() if v == v})
                 train_ds = mlflow.data.from_pandas(dataset.train, name=f"{model}-train", targets=dataset.target,
-                                                   digest=dataset.data_sha256[:32], source=lineage.get("source", None))
+                                                   digest=dataset.data_sha256[:32])
                 hold_ds = mlflow.data.from_pandas(dataset.holdout, name=f"{model}-holdout", targets=dataset.target,
-                                                  digest=dataset.data_sha256[:32], source=lineage.get("source", None))
+                                                  digest=dataset.data_sha256[:32])
                 mlflow.log_input(train_ds, context="training")
                 mlflow.log_input(hold_ds, context="holdout")
                 files = {"spec.yaml": spec.to_yaml().encode(),
@@ -411,7 +410,3 @@ def version_lineage(registry: Registry, model: str, version: str) -> dict[str, A
         "metrics": dict(run.data.metrics) if run else {},
         "run_url": registry.run_url(run.info.experiment_id, run.info.run_id) if run else None,
     }
-
-
-def holdout_frame(data: bytes) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(data))

@@ -107,8 +107,7 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     )
     def features(context: dg.AssetExecutionContext, config: TrainingWindowConfig,
                  data_store: DataStore) -> dg.Output[TrainingDataset]:
-        as_of = config.as_of or context.run.tags.get(RANGE_END_TAG) or (
-            context.run.tags.get("dagster/partition") if context.run.tags.get("dagster/partition") else None)
+        as_of = config.as_of or context.run.tags.get(RANGE_END_TAG) or context.run.tags.get("dagster/partition")
         try:
             dataset = lifecycle.load_training_dataset(
                 spec, data_store.store(), end=dt.date.fromisoformat(as_of) if as_of else None)

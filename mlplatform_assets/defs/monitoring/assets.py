@@ -13,7 +13,8 @@ from mlplatform_assets.defs.lifecycle.assets import daily_partitions
 from mlplatform_assets.defs.resources import DataStore, MlflowRegistryResource, PlatformResource
 from mlplatform_assets.lib import drift, monitoring
 from mlplatform_assets.lib.hashing import frame_sha256
-from mlplatform_assets.lib.lifecycle import feature_columns_of, validated_key
+from mlplatform_assets.lib.lifecycle import validated_key
+from mlplatform_assets.lib.validation import infer_feature_columns
 from mlplatform_assets.lib.spec import ModelSpec
 
 
@@ -55,7 +56,7 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         if not store.exists(key):
             raise dg.Failure(f"{name}: no validated data for {day}: materialize raw_data for that day first")
         frame = store.read_frame(key)
-        numeric, categorical = feature_columns_of(spec, frame)
+        numeric, categorical = infer_feature_columns(spec, frame)
         return frame, [*numeric, *categorical]
 
     @dg.asset(
@@ -81,7 +82,7 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         first = next(batches, None)
         if first is None:
             raise dg.Failure(f"{name}: validated data for {day} has no rows to score")
-        numeric, categorical = feature_columns_of(spec, first)
+        numeric, categorical = infer_feature_columns(spec, first)
         out = monitoring.write_batch_predictions(spec, store, day, monitoring.score_day(
             spec, pipeline, str(champ.version), itertools.chain([first], batches), [*numeric, *categorical]))
         return dg.MaterializeResult(metadata={
