@@ -24,7 +24,7 @@ class MlflowRegistryResource(dg.ConfigurableResource):
 
     tracking_uri: str
     registry_uri: str
-    artifact_root: str
+    artifact_root: Optional[str] = None  # None: the tracking server's own artifact store
     ui_url: Optional[str] = None
     audit_log_path: Optional[str] = None
 
@@ -71,10 +71,9 @@ class S3DataStore(DataStore):
 
 
 class PlatformResource(dg.ConfigurableResource):
-    """Paths of the platform's own state (reports, audit and alert logs, prediction logs)."""
+    """Where the platform's own records live: scratch space (state_dir), the alert log and the prediction log."""
 
     state_dir: str
-    reports_dir: str
     alerts_log_path: str
     prediction_log_uri: str
 
@@ -143,7 +142,7 @@ def build_resources(config: PlatformConfig) -> dict[str, Any]:
         "mlflow": MlflowRegistryResource(
             tracking_uri=config.mlflow_tracking_uri, registry_uri=config.mlflow_registry_uri,
             artifact_root=config.artifact_root, ui_url=config.mlflow_ui_url, audit_log_path=config.audit_log_path),
-        "platform": PlatformResource(state_dir=config.state_dir, reports_dir=config.reports_dir,
+        "platform": PlatformResource(state_dir=config.state_dir,
                                      alerts_log_path=config.alerts_log_path,
                                      prediction_log_uri=config.prediction_log_uri),
         "io_manager": DatasetIOManager(data_store=data_store),

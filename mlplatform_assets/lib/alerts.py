@@ -3,7 +3,8 @@
 Plain Python (no Dagster import) so the sensors, the CLI and tests share it.
 
 * Every alert is appended to the alerts log (``PlatformConfig.alerts_log_path``) with
-  :func:`~mlplatform_assets.lib.registry.append_jsonl` (exclusive lock, one line per record).
+  :func:`~mlplatform_assets.lib.storage.append_record`: a local JSONL file (exclusive lock, one
+  line per record) or, on a cluster, one object per record under an ``s3://`` prefix.
 * When ``MLPLATFORM_ALERT_WEBHOOK_URL`` is set (or a URL is passed), the alert is also POSTed
   as JSON to it with a short timeout. Delivery failures never raise: they are logged (with
   the URL reduced to scheme://host:port, since the path and query of chat webhooks are the
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .registry import append_jsonl, read_jsonl
+from .storage import append_record, read_records
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def send_alert(alert: Alert, alerts_log_path: str | Path, webhook_url: str | Non
     record = alert.as_dict()
     record["delivery"] = post_webhook(url, alert.as_dict()) if url else "log only"
     try:
-        append_jsonl(alerts_log_path, record)
+        append_record(alerts_log_path, record)
     except Exception as exc:  # noqa: BLE001 - an alert must never take the caller down
         log.error("could not append alert to %s: %s", alerts_log_path, exc)
         record["delivery"] += f"; log append failed: {type(exc).__name__}"
@@ -117,5 +118,5 @@ def send_alert(alert: Alert, alerts_log_path: str | Path, webhook_url: str | Non
 
 def read_alerts(path: str | Path, model: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
     """Alerts from the log, oldest first, optionally only one model's and/or one kind."""
-    return [a for a in read_jsonl(path)
+    return [a for a in read_records(path)
             if (model is None or a.get("model") == model) and (kind is None or a.get("kind") == kind)]

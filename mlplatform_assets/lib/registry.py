@@ -1,15 +1,16 @@
 """The MLflow side: experiments, runs with full lineage, registered versions, aliases and the audit trail.
 
 Every alias move (promotion, rollback) appends one audit record. Records live in
-two places: as tags on the registered model in MLflow (shared by every machine that
-talks to the same registry) and, mirrored, in a local append-only JSONL file.
+two places: as tags on the registered model in MLflow (the source of truth, shared by every
+machine that talks to the same registry) and, mirrored, in an append-only record log
+(:func:`~mlplatform_assets.lib.storage.append_record`: a local JSONL file, or one object per record
+under an ``s3://`` prefix when the platform's data lives in the object store).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import io
 import json
 import os
@@ -18,6 +19,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from .storage import append_record
 
 
 CHAMPION = "champion"
@@ -42,7 +45,7 @@ class RegistryError(RuntimeError):
 class MlflowSettings:
     tracking_uri: str
     registry_uri: str
-    artifact_root: str
+    artifact_root: str | None  # None: the tracking server's own artifact store
     ui_url: str | None = None
 
     @classmethod
@@ -121,28 +124,6 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one line under an exclusive lock so concurrent writers never interleave."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    p = Path(path)
-    if not p.exists():
-        return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-
-
 class Registry:
     def __init__(self, settings: MlflowSettings, audit_log_path: str | None = None):
         self.settings = settings
@@ -166,8 +147,9 @@ class Registry:
             return exp.experiment_id
         from mlflow.exceptions import MlflowException
 
+        root = self.settings.artifact_root
         try:
-            return self.client.create_experiment(name, artifact_location=f"{self.settings.artifact_root}/{model}")
+            return self.client.create_experiment(name, artifact_location=f"{root.rstrip('/')}/{model}" if root else None)
         except MlflowException:  # created concurrently by another run
             return self.client.get_experiment_by_name(name).experiment_id
 
@@ -354,7 +336,7 @@ class Registry:
         payload = json.dumps(asdict(rec), sort_keys=True, default=str)
         self.client.set_registered_model_tag(rec.model, key, payload)
         if self.audit_log_path:
-            append_jsonl(self.audit_log_path, asdict(rec))
+            append_record(self.audit_log_path, asdict(rec))
         return rec
 
     def move_champion(self, model: str, to_version: str, *, action: str, reason: str, actor: str,

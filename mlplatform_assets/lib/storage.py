@@ -7,9 +7,13 @@ is atomic by nature. Readers never see half-written objects.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
+import json
 import os
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -139,3 +143,43 @@ class ObjectStore:
         with pq.ParquetFile(source) as pf:
             for batch in pf.iter_batches(batch_size=batch_rows):
                 yield batch.to_pandas()
+
+
+# --- append-only record logs (audit mirror, alerts) -----------------------------------------
+
+def append_record(location: str | os.PathLike, record: dict[str, Any], s3_client: Any | None = None) -> None:
+    """Append one JSON record to an append-only log that no writer can corrupt for another.
+
+    ``location`` is a local ``.jsonl`` file (one line per record, written under an exclusive lock so
+    concurrent writers never interleave) or an ``s3://bucket/prefix`` (one object per record, named by
+    a nanosecond clock plus a random suffix: S3 has no append, and PUTs of distinct keys never race).
+    On a cluster the log lives in the object store, so any pod may write it and any pod may be replaced.
+    """
+    data = json.dumps(record, sort_keys=True, default=str)
+    location = str(location)
+    if location.startswith("s3://"):
+        store = ObjectStore(location, s3_client)
+        store.write_bytes(f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json", data.encode())
+        return
+    p = Path(location)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, (data + "\n").encode())
+        os.fsync(fd)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_records(location: str | os.PathLike, s3_client: Any | None = None) -> list[dict[str, Any]]:
+    """Every record of a log written by :func:`append_record`, oldest first."""
+    location = str(location)
+    if location.startswith("s3://"):
+        store = ObjectStore(location, s3_client)
+        return [json.loads(store.read_bytes(k)) for k in store.list() if k.endswith(".json")]
+    p = Path(location)
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]

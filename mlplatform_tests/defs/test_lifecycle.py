@@ -11,9 +11,9 @@ from mlplatform_assets.cli import main, run_lifecycle
 from mlplatform_assets.definitions import build_definitions
 from mlplatform_assets.lib import registry as reg_mod
 from mlplatform_assets.lib.lifecycle import reproduce
-from mlplatform_assets.lib.registry import MlflowSettings, Registry, RegistryError, read_jsonl
+from mlplatform_assets.lib.registry import MlflowSettings, Registry, RegistryError
 from mlplatform_assets.lib.spec import load_specs
-from mlplatform_assets.lib.storage import ObjectStore
+from mlplatform_assets.lib.storage import ObjectStore, read_records
 
 from mlplatform_tests.conftest import SMALL_DAYS, SMALL_END, write_small_spec
 
@@ -78,7 +78,7 @@ def test_train_promote_reject_rollback_with_audit(platform_env, small_source, ca
     assert audit[1]["to_version"] == "2" and "min_improvement" in audit[1]["reason"]
     assert all(a["dagster_run_id"] for a in audit)
     # The local mirror holds the same records.
-    assert [r["decision"] for r in read_jsonl(platform_env.audit_log_path)] == [a["decision"] for a in audit]
+    assert [r["decision"] for r in read_records(platform_env.audit_log_path)] == [a["decision"] for a in audit]
 
     if not promoted:
         registry.move_champion("small_churn", "3", action="promote", reason="test setup", actor="test")
@@ -243,7 +243,8 @@ def test_materialize_with_dg_materialize_on_ephemeral_instance(platform_env, sma
     mats = {e.asset_key.path[-1]: e for e in training.get_asset_materialization_events()}
     assert set(mats) == {"features", "trained_model", "evaluation_report", "deployed_endpoint"}
     report_meta = mats["evaluation_report"].event_specific_data.materialization.metadata
-    html = Path(report_meta["report_path"].value).read_text()
+    run_id, artifact = report_meta["report_artifact"].value[len("runs:/"):].split("/", 1)
+    html = _registry(platform_env).download_artifact(run_id, artifact).decode()
     assert "ROC AUC" in html and "Accuracy" in html
     assert report_meta["promote"].value is True
 

@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 
 from mlplatform_assets.cli import run_lifecycle
+from mlplatform_assets.lib.alerts import Alert, read_alerts, send_alert
 from mlplatform_assets.lib.config import load_config
 from mlplatform_assets.lib.example_data import customer_churn
 from mlplatform_assets.lib.lifecycle import raw_key, validated_key
 from mlplatform_assets.lib.registry import MlflowSettings, Registry
+from mlplatform_assets.lib.storage import read_records
 from mlplatform_tests.conftest import SMALL_DAYS, SMALL_END, SMALL_NAME, SMALL_ROWS, free_port, write_small_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -105,3 +107,21 @@ def test_platform_data_store_on_s3(moto_s3, platform_env, monkeypatch):
     assert len(frame) > 0 and "churned" in frame.columns
     # Nothing landed in a local data directory.
     assert not os.path.exists(os.path.join(config.state_dir, "data"))
+    # No shared filesystem: the audit mirror of the promotion lives in the bucket (one object per record)
+    # and agrees with the registry's own trail; no local audit file was written.
+    assert config.audit_log_path == f"s3://{BUCKET}/{data_prefix}/_platform/audit"
+    assert len([k for k in keys if k.startswith(f"{data_prefix}/_platform/audit/")]) == 1
+    mirrored = read_records(config.audit_log_path)
+    trail = Registry(MlflowSettings.from_config(config)).audit_records(SMALL_NAME)
+    assert [r["to_version"] for r in mirrored] == [r["to_version"] for r in trail] == ["1"]
+    assert not os.path.exists(os.path.join(config.state_dir, "audit"))
+
+
+def test_alert_log_on_s3_keeps_every_record_in_order(moto_s3):
+    log_uri = f"s3://{BUCKET}/platform-data/_platform/alerts"
+    for day in ("2026-06-01", "2026-06-02", "2026-06-03"):
+        record = send_alert(Alert(kind="drift", model=SMALL_NAME, message=f"drift on {day}", partition=day), log_uri)
+        assert record["delivery"] == "log only"
+    alerts = read_alerts(log_uri, model=SMALL_NAME, kind="drift")
+    assert [a["partition"] for a in alerts] == ["2026-06-01", "2026-06-02", "2026-06-03"]
+    assert len(_keys(moto_s3, "platform-data/_platform/alerts/")) == 3

@@ -2,7 +2,8 @@
 
 import threading
 
-from mlplatform_assets.lib.registry import AuditRecord, MlflowSettings, Registry, read_jsonl
+from mlplatform_assets.lib.registry import AuditRecord, MlflowSettings, Registry
+from mlplatform_assets.lib.storage import read_records
 
 
 def test_concurrent_audit_records_all_survive_in_order(tmp_path):
@@ -23,7 +24,7 @@ def test_concurrent_audit_records_all_survive_in_order(tmp_path):
         t.join()
     records = registry.audit_records("m")
     assert sorted(r["reason"] for r in records) == sorted(f"writer {i}" for i in range(8))
-    assert len(read_jsonl(tmp_path / "audit.jsonl")) == 8
+    assert len(read_records(tmp_path / "audit.jsonl")) == 8
 
     registry.record(AuditRecord(time="later", model="m", action="rollback", from_version="2", to_version="1",
                                 decision="rolled_back", reason="last one", actor="test"))

@@ -3,6 +3,7 @@ trained_model -> evaluation_report -> deployed_endpoint, key-prefixed by the mod
 
 
 import datetime as dt
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -157,24 +158,29 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         registry = mlflow.registry()
         version = trained_model["version"]
         ev = lifecycle.evaluate_challenger(spec, registry, version, features)
-        report = Path(platform.reports_dir) / name / f"evaluation_v{version}.html"
-        quality_report_html(spec, features.holdout, ev.challenger_predictions, report,
-                            reference=ev.champion_predictions)
-        registry.log_evaluation(name, version, trained_model["run_id"], report, ev.decision.as_dict(),
-                                ev.champion_metrics, spec.metrics.primary)
+        # The report's durable home is the challenger's MLflow run (no shared filesystem on a cluster);
+        # the local copy is scratch in a temporary directory.
+        report_name = f"evaluation_v{version}.html"
+        with tempfile.TemporaryDirectory(prefix="mlplatform-report-") as tmp:
+            report = Path(tmp) / report_name
+            quality_report_html(spec, features.holdout, ev.challenger_predictions, report,
+                                reference=ev.champion_predictions)
+            registry.log_evaluation(name, version, trained_model["run_id"], report, ev.decision.as_dict(),
+                                    ev.champion_metrics, spec.metrics.primary)
+        report_uri = f"runs:/{trained_model['run_id']}/evaluation/{report_name}"
         metadata = {
             "promote": dg.MetadataValue.bool(ev.decision.promote),
             "reason": dg.MetadataValue.text(ev.decision.reason),
             "challenger_version": dg.MetadataValue.text(str(version)),
             "champion_version": dg.MetadataValue.text(str(ev.decision.champion_version or "none")),
-            "report_path": dg.MetadataValue.path(str(report)),
+            "report_artifact": dg.MetadataValue.text(report_uri),
             "mlflow_run": dg.MetadataValue.url(trained_model["run_url"]),
             **_floats(ev.challenger_metrics, "challenger_"),
             **_floats(ev.champion_metrics or {}, "champion_"),
         }
         if ev.decision.delta is not None:
             metadata[f"delta_{spec.metrics.primary}"] = dg.MetadataValue.float(ev.decision.delta)
-        return dg.Output({"decision": ev.decision.as_dict(), "report": str(report),
+        return dg.Output({"decision": ev.decision.as_dict(), "report": report_uri,
                           "challenger_metrics": ev.challenger_metrics, "champion_metrics": ev.champion_metrics},
                          metadata=metadata)
 

@@ -4,6 +4,7 @@ model_performance (realized quality once labels arrive)."""
 import datetime as dt
 import itertools
 import json
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -118,9 +119,12 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             scores.append(endpoint)
         pred_scores = pd.concat(scores, ignore_index=True) if scores else None
         result, pred = monitoring.day_drift(spec, ref, frame, pred_scores)
-        report = Path(platform.reports_dir) / name / "drift" / f"{day}.html"
-        drift.evidently_report_html(ref.sample, frame, ref.features.numerical_columns,
-                                    ref.features.categorical_columns, report)
+        # Report and verdicts live in the data store (S3 on a cluster), beside each other; the HTML is
+        # rendered into scratch space first because Evidently writes to a file.
+        with tempfile.TemporaryDirectory(prefix="mlplatform-report-") as tmp:
+            html = Path(drift.evidently_report_html(ref.sample, frame, ref.features.numerical_columns,
+                                                    ref.features.categorical_columns, Path(tmp) / "report.html"))
+            report_uri = store.write_bytes(f"{name}/drift/date={day}/report.html", html.read_bytes())
         payload = {"day": str(day), "champion_version": ref.version, "features": result.to_dict(),
                    "predictions": pred.to_dict() if pred else None}
         store.write_bytes(f"{name}/drift/date={day}/result.json", json.dumps(payload).encode())
@@ -135,7 +139,7 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             "champion_version": dg.MetadataValue.text(ref.version),
             "rows": dg.MetadataValue.int(len(frame)),
             "columns": dg.MetadataValue.md(_column_table(result)),
-            "report_path": dg.MetadataValue.path(str(report)),
+            "report_uri": dg.MetadataValue.path(report_uri),
         }
         if pcol is not None and pcol.statistic is not None:
             metadata["prediction_drift_score"] = dg.MetadataValue.float(float(pcol.statistic))

@@ -54,7 +54,7 @@ def test_drift_batch_predictions_and_realized_quality(platform_env, small_source
     assert drift_meta["n_drifted_columns"] >= 3
     assert "monthly_charges | numerical" in drift_meta["columns"] and "**yes**" in drift_meta["columns"]
     assert isinstance(drift_meta["prediction_drift_score"], float)
-    assert Path(drift_meta["report_path"]).stat().st_size > 10_000
+    assert Path(drift_meta["report_uri"]).stat().st_size > 10_000
     assert drift_meta["champion_version"] == "1" and len(drift_meta["data_sha256"]) == 64
 
     # Batch predictions: one row per validated row, each with the version that made it.
@@ -95,7 +95,7 @@ def test_endpoint_prediction_log_feeds_prediction_drift(tmp_path, small_source):
     pd.DataFrame({"timestamp": pd.date_range(str(day), periods=3, freq="h"), "request_id": ["a", "b", "c"],
                   "row": [0, 0, 0], "model_version": ["1", "1", "2"], "prediction": [0, 1, 1],
                   "probability": [0.1, 0.7, 0.9]}).to_parquet(part / "part-0001.parquet", index=False)
-    platform = PlatformResource(state_dir=str(tmp_path), reports_dir=str(tmp_path / "r"),
+    platform = PlatformResource(state_dir=str(tmp_path),
                                 alerts_log_path=str(tmp_path / "a.jsonl"), prediction_log_uri=str(tmp_path / "predictions"))
     scores = _endpoint_scores(spec, platform, day)
     assert scores.tolist() == [0.1, 0.7, 0.9]
