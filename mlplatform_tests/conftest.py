@@ -23,7 +23,8 @@ Fixtures
 
 Helpers (import them: ``from mlplatform_tests.conftest import ...``)
 -------
-``free_port()``, ``wait_for_http(url)``, ``write_churn_days(dir, days)``,
+``free_port()``, ``wait_for_http(url)``, ``stop_process_group(proc)`` (from
+:mod:`mlplatform_assets.stack.processes`), ``write_churn_days(dir, days)``,
 ``write_small_spec(models_dir, source_uri)``, ``SMALL_DAYS``/``SMALL_END``.
 """
 
@@ -32,18 +33,18 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from mlplatform_assets.lib.config import PlatformConfig, load_config
+from mlplatform_assets.stack.postgres import PgServer, PostgresUnavailable, start_throwaway_postgres
+from mlplatform_assets.stack.processes import free_port, stop_process_group, wait_for_http
+
+__all__ = ["PgServer", "free_port", "stop_process_group", "wait_for_http"]  # re-exported for the tests
 
 # A fixed window keeps tests deterministic and independent of today's date.
 SMALL_START = dt.date(2026, 6, 1)
@@ -58,54 +59,6 @@ _ISOLATED_VARS = (
     "MLPLATFORM_PREDICTION_LOG_URI", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_PROFILE",
 )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_process_group(proc, term_timeout: float = 15.0) -> None:  # noqa: ANN001 - subprocess.Popen
-    """Stop a server started with ``start_new_session=True`` and everything it spawned (code server,
-    run workers): TERM the process group, wait, then KILL whatever is left."""
-    import signal
-
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=term_timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
-
-
-def wait_for_http(url: str, timeout: float = 60.0, proc=None) -> None:  # noqa: ANN001 - subprocess.Popen
-    """Poll ``url`` until it answers 200. Fails early if ``proc`` (a Popen) has exited."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server process exited with code {proc.returncode} before {url} answered")
-        try:
-            r = httpx.get(url, timeout=2)
-            if r.status_code == 200:
-                return
-            last = f"HTTP {r.status_code}"
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.25)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s (last: {last})")
 
 
 def write_churn_days(directory: str | Path, days: list[dt.date] = SMALL_DAYS, rows: int = SMALL_ROWS) -> list[Path]:
@@ -215,96 +168,6 @@ def small_churn_spec(platform_env: PlatformConfig, tmp_path: Path) -> SmallSpec:
 
 # --- PostgreSQL --------------------------------------------------------------------
 
-def _pg_bin_dirs() -> list[str]:
-    """Debian/Ubuntu install server binaries outside PATH, one directory per major version (newest first)."""
-    import glob
-
-    return sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]) if
-                  d.split("/")[-2].isdigit() else 0, reverse=True)
-
-
-@dataclass
-class PgServer:
-    host: str
-    port: int
-    user: str
-    password: str
-    admin_db: str = "postgres"
-
-    def dsn(self, db: str | None = None, scheme: str = "postgresql+psycopg2") -> str:
-        """A SQLAlchemy URL (``postgresql+psycopg2://user:pass@host:port/db``). The driver is explicit because
-        SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which the project does not install;
-        pass ``scheme="postgresql"`` for a plain libpq URI."""
-        from urllib.parse import quote
-
-        return f"{scheme}://{quote(self.user)}:{quote(self.password)}@{self.host}:{self.port}/{db or self.admin_db}"
-
-    def connect(self, db: str | None = None):  # noqa: ANN201 - psycopg2 connection
-        import psycopg2
-
-        return psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password,
-                                dbname=db or self.admin_db, connect_timeout=10)
-
-    def execute_admin(self, sql: str) -> None:
-        conn = self.connect()
-        try:
-            conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-            with conn.cursor() as cur:
-                cur.execute(sql)
-        finally:
-            conn.close()
-
-
-def _pg_bin(name: str) -> str | None:
-    for d in _pg_bin_dirs():
-        if os.access(os.path.join(d, name), os.X_OK):
-            return os.path.join(d, name)
-    return shutil.which(name)
-
-
-def _start_throwaway_postgres(base: Path) -> tuple[PgServer, Callable[[], None]]:
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not (initdb and pg_ctl):
-        msg = "PostgreSQL binaries (initdb, pg_ctl) not found; install postgresql or set MLPLATFORM_TEST_POSTGRES_DSN"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    # initdb refuses to run as root: hand the directory to the postgres OS user and run through runuser.
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        import pwd
-
-        pw = pwd.getpwnam("postgres")
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    password = uuid.uuid4().hex
-    pwfile = base / "pwfile"
-    pwfile.write_text(password + "\n")
-    if as_user:
-        os.chown(pwfile, pw.pw_uid, pw.pw_gid)
-    data, sock, log = base / "data", base / "sock", base / "postgres.log"
-
-    def run(*cmd: str) -> None:
-        res = subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            tail = log.read_text()[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}\n{tail}")
-
-    run("mkdir", "-p", str(sock))
-    run(initdb, "-D", str(data), "-U", "mlplatform", f"--pwfile={pwfile}", "--auth=scram-sha-256",
-        "-E", "UTF8", "--no-sync", "--locale=C")
-    port = free_port()
-    opts = (f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
-            "-c full_page_writes=off -c max_connections=200")
-    run(pg_ctl, "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start")
-
-    def stop() -> None:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, timeout=60)
-
-    return PgServer("127.0.0.1", port, "mlplatform", password), stop
-
-
 @pytest.fixture(scope="session")
 def postgres_server():
     """A PostgreSQL server for the session (see module docstring)."""
@@ -317,13 +180,18 @@ def postgres_server():
                        p.get("password", ""), p.get("dbname", "postgres"))
         return
     base = Path(tempfile.mkdtemp(prefix="mlplatform-pg-"))
-    stop = None
+    pg = None
     try:
-        server, stop = _start_throwaway_postgres(base)
+        try:
+            server, pg = start_throwaway_postgres(base)
+        except PostgresUnavailable as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"{exc} (or set MLPLATFORM_TEST_POSTGRES_DSN)")
+            pytest.skip(f"{exc} (or set MLPLATFORM_TEST_POSTGRES_DSN)")
         yield server
     finally:
-        if stop is not None:
-            stop()
+        if pg is not None:
+            pg.stop(mode="immediate")
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -34,3 +34,18 @@ def test_config_cli_json(tmp_path, monkeypatch, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["mlflow_tracking_uri"] == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
     assert data["state_dir"] == str(tmp_path) and Path(data["models_dir"]).is_dir()
+
+
+def test_artifact_root_against_a_tracking_server_is_the_servers_own(tmp_path):
+    # A tracking server keeps artifacts in its own (proxied) store: no client-side root, so experiments are
+    # created without a location and model files never land on the client's disk.
+    for uri in ("http://mlflow:5000", "https://mlflow.example.com"):
+        cfg = load_config({"MLPLATFORM_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": uri})
+        assert cfg.artifact_root is None, uri
+    # An explicit root still wins (direct S3 writes), and stores the client opens itself keep a local default.
+    cfg = load_config({"MLPLATFORM_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+                       "MLPLATFORM_ARTIFACT_ROOT": "s3://bucket/mlflow"})
+    assert cfg.artifact_root == "s3://bucket/mlflow"
+    cfg = load_config({"MLPLATFORM_HOME": str(tmp_path),
+                       "MLFLOW_TRACKING_URI": "postgresql+psycopg2://u:p@db:5432/mlflow"})
+    assert cfg.artifact_root == (tmp_path / "mlflow" / "artifacts").as_uri()
