@@ -51,21 +51,42 @@ def last_complete_day() -> dt.date:
     return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
 
 
-def lifecycle_window(spec: Any, s3_client: Any = None, end: dt.date | None = None) -> tuple[dt.date, dt.date]:
-    """The partition range a lifecycle run ingests: the training window ending at the latest source day."""
-    from mlplatform_assets.lib import datasource, example_data
+def write_example_source(spec: Any, state_dir: str, days: list[dt.date], drift: bool = False,
+                         overwrite: bool = False) -> list:
+    """Generate a spec's example days into its source directory, which must lie under MLPLATFORM_HOME:
+    example data is platform state, so a spec can never make the generator write anywhere else."""
+    from mlplatform_assets.lib import example_data
+    from mlplatform_assets.lib.spec import SpecError
+
+    if "://" in spec.source.uri:
+        raise SpecError(f"{spec.name}: source.uri: example data is only written to a local directory under "
+                        f"MLPLATFORM_HOME, not to {spec.as_written('source', 'uri')}")
+    try:
+        return example_data.write_example_days(spec.source.example_generator, spec.source.uri, days,
+                                               spec.source.file_pattern, drift=drift, overwrite=overwrite,
+                                               allowed_root=state_dir)
+    except ValueError as exc:
+        raise SpecError(f"{spec.name}: source.uri: {exc}") from None
+
+
+def lifecycle_window(spec: Any, s3_client: Any = None, end: dt.date | None = None,
+                     state_dir: str | None = None) -> tuple[dt.date, dt.date]:
+    """The partition range a lifecycle run ingests: the training window ending at the latest source day.
+    A local source with an example generator gets its missing days generated (under ``state_dir``,
+    default: MLPLATFORM_HOME)."""
+    from mlplatform_assets.lib import datasource
     from mlplatform_assets.lib.features import window_days
 
     end = end or last_complete_day()
     if spec.source.example_generator and "://" not in spec.source.uri:
         days = window_days(end, spec)
-        example_data.write_example_days(spec.source.example_generator, spec.source.uri, days, spec.source.file_pattern)
+        write_example_source(spec, state_dir or load_config().state_dir, days)
         return days[0], days[-1]
     available = [d for d in datasource.available_days(spec, s3_client) if d <= end]
     if not available:
         from mlplatform_assets.lib.features import DatasetError
 
-        raise DatasetError(f"{spec.name}: source {spec.source.uri} has no data on or after "
+        raise DatasetError(f"{spec.name}: source {spec.as_written('source', 'uri')} has no data on or after "
                            f"partition_start {spec.partition_start} (up to {end})")
     days = window_days(available[-1], spec)
     first = min(d for d in available if d >= days[0])
@@ -171,13 +192,20 @@ def cmd_config(args: argparse.Namespace, config: PlatformConfig) -> int:
 
 
 def cmd_validate_spec(args: argparse.Namespace, config: PlatformConfig) -> int:
-    from mlplatform_assets.lib.spec import load_spec
+    """Validate every file (all problems of all files are reported); exit 2 if any is invalid."""
+    from mlplatform_assets.lib.spec import SpecError, load_spec
 
+    invalid = 0
     for path in args.path:
-        spec = load_spec(path, config.state_dir)
+        try:
+            spec = load_spec(path, config.state_dir)
+        except SpecError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            invalid += 1
+            continue
         print(f"{path}: OK ({spec.name}: {spec.task}, {spec.estimator.class_path}, primary metric "
               f"{spec.metrics.primary} ({spec.metrics.direction}))")
-    return 0
+    return 2 if invalid else 0
 
 
 def _actor() -> str:
@@ -222,7 +250,6 @@ def cmd_lineage(args: argparse.Namespace, config: PlatformConfig) -> int:
 
 
 def cmd_example_data(args: argparse.Namespace, config: PlatformConfig) -> int:
-    from mlplatform_assets.lib import example_data
     from mlplatform_assets.lib.spec import SpecError
 
     specs = _specs(config, [args.model])
@@ -232,8 +259,7 @@ def cmd_example_data(args: argparse.Namespace, config: PlatformConfig) -> int:
     start = dt.date.fromisoformat(args.start)
     end = dt.date.fromisoformat(args.end) if args.end else start
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    written = example_data.write_example_days(spec.source.example_generator, spec.source.uri, days,
-                                              spec.source.file_pattern, drift=args.drift, overwrite=args.overwrite)
+    written = write_example_source(spec, config.state_dir, days, drift=args.drift, overwrite=args.overwrite)
     print(f"{spec.name}: wrote {len(written)} day file(s) to {spec.source.uri}{' (drifted)' if args.drift else ''}")
     return 0
 

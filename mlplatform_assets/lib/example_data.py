@@ -145,15 +145,28 @@ def write_frame_atomic(df: pd.DataFrame, path: Path, fmt: str) -> None:
 
 
 def write_example_days(generator: str, directory: str | Path, days: list[dt.date], file_pattern: str = "{date}.parquet",
-                       drift: bool = False, overwrite: bool = False, rows: int | None = None) -> list[Path]:
-    """Write generated daily files; existing files are kept unless ``overwrite``."""
+                       drift: bool = False, overwrite: bool = False, rows: int | None = None,
+                       allowed_root: str | Path | None = None) -> list[Path]:
+    """Write generated daily files; existing files are kept unless ``overwrite``.
+
+    Every file lands inside ``directory`` and, when given, inside ``allowed_root`` (the CLI passes
+    MLPLATFORM_HOME); a pattern or symlink that would leave them raises ValueError before anything is written.
+    """
     if generator not in GENERATORS:
         raise ValueError(f"unknown example generator {generator!r}; known: {sorted(GENERATORS)}")
     fn = GENERATORS[generator]
     fmt = "csv" if file_pattern.endswith(".csv") else "parquet"
-    written = []
+    target = Path(directory).resolve()
+    roots = [target] if allowed_root is None else [Path(allowed_root).resolve(), target]
+    paths = {}
     for day in days:
-        path = Path(directory) / file_pattern.format(date=day.isoformat())
+        path = (target / file_pattern.format(date=day.isoformat())).resolve()
+        outside = next((root for root in roots if not path.is_relative_to(root)), None)
+        if outside is not None:
+            raise ValueError(f"refusing to write example data to {path}: it is outside {outside}")
+        paths[day] = path
+    written = []
+    for day, path in paths.items():
         if path.exists() and not overwrite:
             continue
         kwargs = {"drift": drift} if rows is None else {"drift": drift, "rows": rows}

@@ -7,7 +7,6 @@ only (no leakage into the holdout) and travels with the model to serving.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,11 +93,6 @@ def build_dataset(spec: ModelSpec, frames: dict[dt.date, pd.DataFrame], numeric:
                            train_days=train_days, holdout_days=holdout_days, data_sha256=frame_sha256(whole))
 
 
-def _estimator_class(class_path: str) -> type:
-    module, _, attr = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
-
-
 def needs_scaling(spec: ModelSpec) -> bool:
     if spec.estimator.scale_numeric != "auto":
         return spec.estimator.scale_numeric == "always"
@@ -124,7 +118,7 @@ def build_pipeline(spec: ModelSpec, numeric: list[str], categorical: list[str]) 
     if categorical:
         transformers.append(("categorical", Pipeline(cat_steps), list(categorical)))
     params = dict(spec.estimator.params)
-    cls = _estimator_class(spec.estimator.class_path)
+    cls = spec.estimator.load_class()
     # Seeds are part of the spec: estimators that take one get it, so retraining is reproducible.
     if "random_state" in cls().get_params() and "random_state" not in params:
         params["random_state"] = spec.training.seed

@@ -2,6 +2,11 @@
 
 A spec is validated with pydantic; every problem is reported as
 ``<file>: <field>: <problem>`` so a data scientist can fix it without reading code.
+
+A spec is data, never code: validating one imports only estimator modules on an allow-list,
+``${VAR}`` references fill string values after the YAML is parsed (an environment value can never
+add fields), the recorded form of a spec keeps those references unexpanded (no environment value is
+copied into MLflow or Dagster), and the YAML itself is bounded in size, depth and alias expansion.
 """
 
 from __future__ import annotations
@@ -9,14 +14,20 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import importlib
+import importlib.util
+import inspect
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Mapping, Sequence
+from urllib.parse import unquote
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
+
+from .endpoints import check_endpoint_url
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 
@@ -40,6 +51,86 @@ class SpecError(ValueError):
     """A spec file is missing, unreadable or invalid. The message names file, field and problem."""
 
 
+# --- which estimators a spec may name --------------------------------------------------------------
+# Importing a module runs its code, so a class path is checked against this list BEFORE anything is
+# imported. scikit-learn: its public modules that hold classifiers and regressors.
+SKLEARN_ESTIMATOR_MODULES = frozenset(f"sklearn.{m}" for m in (
+    "calibration", "compose", "cross_decomposition", "discriminant_analysis", "dummy", "ensemble",
+    "gaussian_process", "isotonic", "kernel_ridge", "linear_model", "multiclass", "multioutput",
+    "naive_bayes", "neighbors", "neural_network", "semi_supervised", "svm", "tree"))
+# Supported model families outside scikit-learn (their scikit-learn wrappers): module -> package to install.
+MODEL_FAMILY_MODULES = {"lightgbm": "lightgbm", "lightgbm.sklearn": "lightgbm",
+                        "xgboost": "xgboost", "xgboost.sklearn": "xgboost"}
+# Operator-trusted plugin modules: platform configuration (never the spec), comma-separated module prefixes.
+ENV_TRUSTED_MODULES = "MLPLATFORM_TRUSTED_MODULES"
+_DOTTED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def trusted_estimator_modules(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Module prefixes the operator trusts for estimator classes (``MLPLATFORM_TRUSTED_MODULES``)."""
+    raw = (os.environ if environ is None else environ).get(ENV_TRUSTED_MODULES, "")
+    prefixes = tuple(p.strip() for p in raw.split(",") if p.strip())
+    bad = [p for p in prefixes if not _DOTTED_NAME.match(p)]
+    if bad:
+        raise SpecError(f"{ENV_TRUSTED_MODULES}: {bad} are not module names; expected comma-separated "
+                        "dotted module prefixes, e.g. acme_models,acme.ml.estimators")
+    return prefixes
+
+
+def load_estimator_class(class_path: str, trusted_modules: Sequence[str] = ()) -> type:
+    """The estimator class ``class_path`` names. Its module is imported only when it is on the allow-list
+    (scikit-learn estimator modules, the lightgbm/xgboost wrappers, or a ``trusted_modules`` prefix), and the
+    class must be a scikit-learn estimator with ``fit`` and ``predict``. Raises ValueError saying why not."""
+    module, _, attr = class_path.rpartition(".")
+    if not module or not _DOTTED_NAME.match(class_path):
+        raise ValueError("must be a dotted path like sklearn.linear_model.LogisticRegression")
+    if attr.startswith("_"):
+        raise ValueError(f"{class_path!r}: {attr} is private, not a public estimator class")
+    if not any(module == p or module.startswith(p + ".") for p in trusted_modules):
+        if module in MODEL_FAMILY_MODULES:
+            package = MODEL_FAMILY_MODULES[module]
+            if importlib.util.find_spec(package) is None:  # looks the package up without running it
+                raise ValueError(f"{class_path!r}: {package} is not installed (pip install {package})")
+        elif module not in SKLEARN_ESTIMATOR_MODULES:
+            raise ValueError(
+                f"{class_path!r} is not an allowed estimator: use a scikit-learn estimator "
+                f"(sklearn.<module>.<Class>, modules: {', '.join(sorted(m[8:] for m in SKLEARN_ESTIMATOR_MODULES))}), "
+                f"a lightgbm/xgboost scikit-learn wrapper, or a module the operator trusts in {ENV_TRUSTED_MODULES}")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {class_path!r}: {exc}") from None
+    from sklearn.base import BaseEstimator
+
+    if not (isinstance(obj, type) and issubclass(obj, BaseEstimator)
+            and callable(getattr(obj, "fit", None)) and callable(getattr(obj, "predict", None))):
+        raise ValueError(f"{class_path!r} is not an estimator (a scikit-learn estimator class with fit and predict)")
+    return obj
+
+
+def build_estimator(cls: type, params: Mapping[str, Any]) -> Any:
+    """``cls(**params)`` after the estimator's own parameter validation (names, types, ranges); nothing is fitted."""
+    signature = inspect.signature(cls)
+    accepted = [n for n, p in signature.parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY]
+    if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown} for {cls.__name__}; it accepts {sorted(accepted)}")
+    try:
+        estimator = cls(**params)
+        validate = getattr(estimator, "_validate_params", None)  # scikit-learn's type and range checks
+        if validate is not None:
+            validate()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{cls.__name__}: {exc}") from None
+    return estimator
+
+
+def _trusted(info: ValidationInfo) -> tuple[str, ...]:
+    context = info.context or {}
+    return context["trusted_modules"] if "trusted_modules" in context else trusted_estimator_modules()
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,11 +147,35 @@ class SourceSpec(_Strict):
         default=None, description="Name of a built-in example-data generator that fills missing days"
     )
 
+    @field_validator("uri")
+    @classmethod
+    def _supported_uri(cls, v: str) -> str:
+        if not v or "\x00" in v:
+            raise ValueError("must be a non-empty path or URI")
+        scheme, sep, rest = v.partition("://")
+        if not sep:
+            return v  # a local path
+        scheme = scheme.lower()
+        if scheme == "s3":
+            if not rest.partition("/")[0]:
+                raise ValueError("s3:// URI has no bucket")
+            return v
+        if scheme == "file":
+            host, _, path = rest.partition("/")
+            if host not in ("", "localhost"):
+                raise ValueError("file:// URIs must name a local path (file:///path)")
+            return unquote("/" + path)  # the rest of the platform reads local paths
+        raise ValueError(f"unsupported scheme {scheme}://; use a local path, file:///path or s3://bucket/prefix")
+
     @field_validator("file_pattern")
     @classmethod
-    def _pattern_has_date(cls, v: str) -> str:
-        if "{date}" not in v:
-            raise ValueError("must contain the placeholder {date}")
+    def _pattern_inside_source(cls, v: str) -> str:
+        if v.count("{date}") != 1 or v.count("{") != 1 or v.count("}") != 1:
+            raise ValueError("must contain the placeholder {date} exactly once and no other {...} placeholder")
+        if v.startswith("/") or "\\" in v or "\x00" in v:
+            raise ValueError("must be a relative path inside the source directory (no leading /, no backslash)")
+        if ".." in v.split("/"):
+            raise ValueError("must not contain '..': daily files live inside the source directory")
         return v
 
     @model_validator(mode="after")
@@ -116,17 +231,20 @@ class EstimatorSpec(_Strict):
 
     @field_validator("class_path")
     @classmethod
-    def _importable(cls, v: str) -> str:
-        module, _, attr = v.rpartition(".")
-        if not module:
-            raise ValueError("must be a dotted path like sklearn.linear_model.LogisticRegression")
-        try:
-            obj = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot import {v!r}: {exc}") from None
-        if not (hasattr(obj, "fit") and hasattr(obj, "predict")):
-            raise ValueError(f"{v!r} is not an estimator (no fit/predict)")
+    def _allowed_estimator(cls, v: str, info: ValidationInfo) -> str:
+        load_estimator_class(v, _trusted(info))
         return v
+
+    @field_validator("params")
+    @classmethod
+    def _params_accepted(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "class_path" in info.data:  # otherwise class_path itself was reported
+            build_estimator(load_estimator_class(info.data["class_path"], _trusted(info)), v)
+        return v
+
+    def load_class(self) -> type:
+        """The estimator class (the allow-list applies here too: the environment decides what is trusted)."""
+        return load_estimator_class(self.class_path, trusted_estimator_modules())
 
 
 class TrainingSpec(_Strict):
@@ -206,8 +324,15 @@ class ScheduleSpec(_Strict):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        if len(v.split()) != 5:
-            raise ValueError(f"{v!r} is not a 5-field cron expression")
+        # Dagster builds the schedule, so its own cron parser decides (through its public API; imported
+        # only here so the rest of lib/ stays free of Dagster).
+        import dagster as dg
+
+        try:
+            dg.ScheduleDefinition(name="cron_check", cron_schedule=v, job_name="cron_check")
+        except dg.DagsterInvalidDefinitionError:
+            raise ValueError(f"{v!r} is not a valid cron expression (5 fields: minute hour day-of-month month "
+                             "day-of-week, e.g. '0 2 * * *')") from None
         return v
 
     @field_validator("timezone")
@@ -223,7 +348,8 @@ class ScheduleSpec(_Strict):
 
 
 class ServingSpec(_Strict):
-    endpoints: list[str] = Field(default_factory=list, description="Base URLs of services that serve this model")
+    endpoints: list[Annotated[str, AfterValidator(check_endpoint_url)]] = Field(
+        default_factory=list, description="Base URLs (http/https) of services that serve this model")
     poll_interval_s: float = Field(default=10.0, gt=0.0)
 
 
@@ -245,17 +371,31 @@ class ModelSpec(_Strict):
     drift: DriftSpec = Field(default_factory=DriftSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
+    # field path -> the string as the spec wrote it, for values that held ${VAR} references (see parse_spec)
+    _as_written: dict[tuple[str | int, ...], str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("partition_start")
+    @classmethod
+    def _not_in_future(cls, v: dt.date) -> dt.date:
+        today = dt.datetime.now(dt.timezone.utc).date()
+        if v > today:
+            raise ValueError(f"{v} is in the future (today is {today} UTC); the first partition must be a day "
+                             "that has begun")
+        return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelSpec":
+    def _consistent(self, info: ValidationInfo) -> "ModelSpec":
         for m in [self.metrics.primary, *self.metrics.additional]:
             if METRICS[m][0] != self.task:
                 raise ValueError(f"metrics: {m!r} is a {METRICS[m][0]} metric but task is {self.task!r}")
-        est = self.estimator.class_path.rsplit(".", 1)[-1]
-        if self.task == "classification" and est.endswith("Regressor"):
-            raise ValueError(f"estimator: {est} is a regressor but task is classification")
-        if self.task == "regression" and est.endswith("Classifier"):
-            raise ValueError(f"estimator: {est} is a classifier but task is regression")
+        from sklearn.base import is_classifier, is_regressor
+
+        cls = load_estimator_class(self.estimator.class_path, _trusted(info))
+        estimator = build_estimator(cls, self.estimator.params)
+        kind = ("a classifier" if is_classifier(estimator) else "a regressor" if is_regressor(estimator)
+                else "neither a classifier nor a regressor")
+        if kind != {"classification": "a classifier", "regression": "a regressor"}[self.task]:
+            raise ValueError(f"estimator: {cls.__name__} is {kind} but task is {self.task}")
         cols = [*(self.features.numeric or []), *(self.features.categorical or [])]
         for reserved in (self.target.column, self.timestamp_column):
             if reserved in cols:
@@ -271,36 +411,149 @@ class ModelSpec(_Strict):
     def higher_is_better(self) -> bool:
         return self.metrics.direction == "maximize"
 
+    def as_written(self, *path: str | int) -> Any:
+        """The value at ``path`` (e.g. ``"source", "uri"``) as the spec wrote it: ``${VAR}`` references stay
+        unexpanded. Use it for anything recorded or displayed (metadata, params, descriptions)."""
+        value: Any = self._recorded()
+        for key in path:
+            value = value[key]
+        return value
+
+    def _recorded(self, exclude_none: bool = False) -> dict[str, Any]:
+        data = self.model_dump(mode="json", exclude_none=exclude_none)
+        for path, written in self._as_written.items():
+            node = data
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = written
+        return data
+
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The spec as written (references unexpanded), canonically serialized: the same file gives the same
+        JSON in every environment, and no environment value is in it."""
+        return json.dumps(self._recorded(), sort_keys=True, separators=(",", ":"))
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+        """The recorded spec (what MLflow stores): every field, references unexpanded, so ``parse_spec`` of it
+        resolves them again from the reader's environment."""
+        return yaml.safe_dump(self._recorded(exclude_none=True), sort_keys=False)
 
 
+# --- reading the YAML -----------------------------------------------------------------------------------
+MAX_SPEC_BYTES = 1 << 20  # a spec is a short text file; this bounds parsing time and memory
+MAX_YAML_DEPTH = 50
+MAX_YAML_NODES = 100_000  # after alias expansion ("billion laughs" expands 10 aliases per level)
+
+
+class _YamlTooComplex(yaml.YAMLError):
+    pass
+
+
+class _BoundedSafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses deep nesting and documents whose aliases expand beyond
+    MAX_YAML_NODES values. It measures while composing (an alias is a shared node, not a copy), so
+    the check itself costs no more than the file's own size."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._measured: dict[int, tuple[int, int]] = {}  # id(node) -> (values when expanded, expanded depth)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        is_alias = self.check_event(yaml.AliasEvent)
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _YamlTooComplex(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if is_alias:
+            if id(node) not in self._measured:
+                raise _YamlTooComplex("an alias refers to the node that contains it (recursive alias)")
+            return node
+        children = (node.value if isinstance(node, yaml.SequenceNode) else
+                    [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+        sizes = [self._measured[id(c)] for c in children]
+        count = 1 + sum(n for n, _ in sizes)
+        depth = 1 + max((d for _, d in sizes), default=0)
+        if count > MAX_YAML_NODES:
+            raise _YamlTooComplex(f"expands to more than {MAX_YAML_NODES} values (YAML aliases?)")
+        if depth > MAX_YAML_DEPTH:
+            raise _YamlTooComplex(f"nested deeper than {MAX_YAML_DEPTH} levels (through aliases)")
+        self._measured[id(node)] = (count, depth)
+        return node
+
+
+def _too_large(path: str) -> SpecError:
+    return SpecError(f"{path}: (top level): larger than {MAX_SPEC_BYTES // 1024} KiB; a spec is a short YAML file")
+
+
+def _load_yaml(text: str, path: str) -> Any:
+    if len(text) > MAX_SPEC_BYTES:
+        raise _too_large(path)
+    try:
+        return yaml.load(text, Loader=_BoundedSafeLoader)  # noqa: S506 - a SafeLoader subclass
+    except _YamlTooComplex as exc:
+        raise SpecError(f"{path}: (top level): {exc}") from None
+    except yaml.YAMLError as exc:
+        hint = ("\n(a ${VAR} reference inside {...} or [...] must be quoted: \"s3://${BUCKET}/x\")"
+                if "${" in text else "")
+        raise SpecError(f"{path}: (top level): not valid YAML: {exc}{hint}") from None
+
+
+# --- ${VAR} references ------------------------------------------------------------------------------------
 _ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
+FieldPath = tuple[str | int, ...]
 
 
-def _interpolate(text: str, variables: dict[str, str], path: str) -> str:
+def _field_name(path: FieldPath) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _substitute(node: Any, variables: Mapping[str, str], spec_path: str, path: FieldPath,
+                substituted: dict[FieldPath, tuple[str, str]]) -> Any:
+    """Fill ``${VAR}`` references in string values (never in keys) of the parsed document. A value can only
+    become a string: whatever it contains (newlines, colons), it cannot add or change other fields.
+    ``substituted`` collects path -> (as written, expanded)."""
+    if isinstance(node, dict):
+        return {k: _substitute(v, variables, spec_path, (*path, k), substituted) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, variables, spec_path, (*path, i), substituted) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
     def repl(m: re.Match[str]) -> str:
         key, default = m.group(1), m.group(2)
         if key in variables:
             return variables[key]
         if default is not None:
             return default
-        raise SpecError(f"{path}: references ${{{key}}}, which is not set (use ${{{key}:-default}} for a default)")
+        raise SpecError(f"{spec_path}: {_field_name(path)}: references ${{{key}}}, which is not set "
+                        f"(use ${{{key}:-default}} for a default)")
 
-    return _ENV_REF.sub(repl, text)
+    expanded = _ENV_REF.sub(repl, node)
+    if expanded != node:
+        substituted[path] = (node, expanded)
+    return expanded
+
+
+def _mask(text: str, substituted: dict[FieldPath, tuple[str, str]]) -> str:
+    """Error messages show referenced values as written (``${VAR}``), never expanded."""
+    for written, expanded in sorted(substituted.values(), key=lambda we: -len(we[1])):
+        if len(expanded) >= 4:  # shorter values would mask unrelated text and hide nothing secret
+            text = text.replace(expanded, written)
+    return text
 
 
 def _format_errors(path: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        field = _field_name(tuple(err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see docs/adding-a-model.md)"
@@ -310,25 +563,31 @@ def _format_errors(path: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_spec(text: str, path: str = "<spec>", variables: dict[str, str] | None = None,
+def parse_spec(text: str, path: str = "<spec>", variables: Mapping[str, str] | None = None,
                base_dir: Path | None = None) -> ModelSpec:
-    """Parse and validate spec text. ``variables`` fill ``${VAR}`` references."""
-    text = _interpolate(text, dict(variables or {}), path)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    """Parse and validate spec text. ``variables`` fill ``${VAR}`` references in string values (default: the
+    environment plus MLPLATFORM_HOME, see :func:`spec_variables`)."""
+    raw = _load_yaml(text, path)
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: (top level): expected a mapping of fields, got {type(raw).__name__}")
+    if variables is None:
+        from .config import load_config
+
+        variables = spec_variables(load_config().state_dir)
+    substituted: dict[FieldPath, tuple[str, str]] = {}
+    raw = _substitute(raw, variables, path, (), substituted)
     source = raw.get("source")
     if base_dir is not None and isinstance(source, dict) and isinstance(source.get("uri"), str):
         uri = source["uri"]
         if "://" not in uri and not os.path.isabs(uri):
             source["uri"] = str((base_dir / uri).resolve())
+    context = {"trusted_modules": trusted_estimator_modules()}
     try:
-        return ModelSpec.model_validate(raw)
+        spec = ModelSpec.model_validate(raw, context=context)
     except ValidationError as exc:
-        raise SpecError(_format_errors(path, exc)) from None
+        raise SpecError(_mask(_format_errors(path, exc), substituted)) from None
+    spec._as_written = {p: written for p, (written, _) in substituted.items()}
+    return spec
 
 
 def spec_variables(state_dir: str) -> dict[str, str]:
@@ -341,9 +600,17 @@ def spec_variables(state_dir: str) -> dict[str, str]:
 def load_spec(path: str | Path, state_dir: str | None = None) -> ModelSpec:
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as fh:
+            data = fh.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError(f"{p}: cannot read spec file: {exc.strerror or exc}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise _too_large(str(p))
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{p}: (top level): not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                        "save the spec as UTF-8") from None
     from .config import load_config
 
     variables = spec_variables(state_dir or load_config().state_dir)
