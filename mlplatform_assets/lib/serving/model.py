@@ -1,12 +1,12 @@
 """Loading a registered scikit-learn model without pickle, and running it on a batch.
 
 The service never unpickles: ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` is set in the
-serving process, only models saved with ``serialization_format="skops"`` are accepted, and the
-skops trust decision is made HERE, by a server-side allow-list (:data:`DEFAULT_TRUSTED_TYPES`,
-anything under ``sklearn._loss.``, plus ``MLPLATFORM_SERVING_TRUSTED_TYPES``) - never from the
-``skops_trusted_types`` the model artifact declares about itself. (MLflow 3.17's own
-``mlflow.sklearn.load_model`` refuses skops models too when the flag is false, which is why the
-service reads the artifact itself with ``skops.io.load``.)
+serving process and only models saved with ``serialization_format="skops"`` are accepted. What a
+model file may contain is decided by the platform's one model trust policy
+(:mod:`mlplatform_assets.lib.model_io`), extended only by the exact class names an operator lists in
+``MLPLATFORM_SERVING_TRUSTED_TYPES`` - never by the ``skops_trusted_types`` the model artifact
+declares about itself. (MLflow 3.17's own ``mlflow.sklearn.load_model`` refuses skops models too when
+the flag is false, which is why the service reads the artifact itself.)
 """
 
 from __future__ import annotations
@@ -20,17 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..model_io import (ModelFileError, ModelTrustError, TrustedTypeConfigError, TrustPolicy, load_skops_file,
+                        skops_path)
+from .settings import ENV_TRUSTED_TYPES
 from .validation import Column, Validator, columns_from_signature
 
 log = logging.getLogger("mlplatform.serving.model")
-
-DEFAULT_TRUSTED_TYPES = frozenset({
-    "numpy.dtype",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-    "sklearn.tree._tree.Tree",
-})
-TRUSTED_PREFIXES = ("sklearn._loss.",)
 
 # Final estimators whose predict() is exactly classes_[argmax(predict_proba())]; for these the
 # service computes probabilities once and derives the class, others get both calls.
@@ -42,10 +37,6 @@ _ARGMAX_CLASSIFIERS = frozenset({
 
 class ModelLoadError(Exception):
     pass
-
-
-def is_trusted(type_name: str, extra: frozenset[str] = frozenset()) -> bool:
-    return type_name in DEFAULT_TRUSTED_TYPES or type_name in extra or type_name.startswith(TRUSTED_PREFIXES)
 
 
 @dataclass
@@ -142,12 +133,19 @@ def resolve_alias(config, name: str, alias: str) -> str | None:
 
 
 def load_version(config, name: str, version: str, max_rows: int, extra_trusted=frozenset()) -> ModelHandle:
-    """Download, verify and load one registered version, then warm it up. Raises ModelLoadError."""
-    import skops.io
+    """Download, verify and load one registered version, then warm it up. Raises ModelLoadError.
+
+    ``extra_trusted``: exact class names an operator added (``MLPLATFORM_SERVING_TRUSTED_TYPES``);
+    an entry naming a function, a metaclass or a class from a dangerous module fails the load.
+    """
     from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
     from threadpoolctl import threadpool_limits
 
+    try:
+        policy = TrustPolicy.with_extra_types(sorted(extra_trusted), ENV_TRUSTED_TYPES)
+    except TrustedTypeConfigError as exc:
+        raise ModelLoadError(str(exc)) from None
     tmp = tempfile.mkdtemp(prefix="mlplatform-serving-")
     try:
         try:
@@ -159,26 +157,14 @@ def load_version(config, name: str, version: str, max_rows: int, extra_trusted=f
             mlmodel = Model.load(os.path.join(local, "MLmodel"))
         except Exception as exc:  # noqa: BLE001 - any failure here is a failed load
             raise ModelLoadError(f"cannot fetch {name} version {version}: {type(exc).__name__}: {exc}") from exc
-        flavor = mlmodel.flavors.get("sklearn")
-        if not flavor:
-            raise ModelLoadError(f"{name} version {version} has no sklearn flavor")
-        fmt = flavor.get("serialization_format", "pickle")
-        if fmt != "skops":
-            raise ModelLoadError(f"{name} version {version} is serialized with {fmt!r}; the service only loads "
-                                 "'skops' models (pickle deserialization is disabled)")
-        path = os.path.join(local, flavor.get("pickled_model", "model.skops"))
+        what = f"{name} version {version}"
         try:
-            untrusted = skops.io.get_untrusted_types(file=path)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"{name} version {version}: unreadable skops file: {type(exc).__name__}") from exc
-        refused = [t for t in untrusted if not is_trusted(t, extra_trusted)]
-        if refused:
-            raise ModelLoadError(f"{name} version {version} contains types outside the serving allow-list: "
-                                 f"{refused} (extend MLPLATFORM_SERVING_TRUSTED_TYPES if they are safe)")
-        try:
-            model = skops.io.load(path, trusted=list(untrusted))
-        except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"{name} version {version}: skops load failed: {type(exc).__name__}: {exc}") from exc
+            model = load_skops_file(skops_path(local, mlmodel.flavors, what), what, policy)
+        except ModelTrustError as exc:
+            raise ModelLoadError(f"{exc} ({ENV_TRUSTED_TYPES} can add reviewed classes; functions are never "
+                                 "loaded)") from exc
+        except ModelFileError as exc:
+            raise ModelLoadError(str(exc)) from exc
         try:
             columns = columns_from_signature(mlmodel.signature)
         except ValueError as exc:

@@ -108,12 +108,15 @@ def test_pickle_models_are_refused_and_flag_is_off(store, restore_env):
 
 
 def test_untrusted_skops_type_is_refused(store, restore_env, monkeypatch):
+    from mlplatform_assets.lib import model_io
     from mlplatform_assets.lib.serving import model as model_mod
 
-    monkeypatch.setattr(model_mod, "DEFAULT_TRUSTED_TYPES", frozenset())
-    with pytest.raises(model_mod.ModelLoadError, match="allow-list"):
+    predictor = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+    allowed = dict(model_io._allowed_types_by_node_kind())
+    allowed["ObjectNode"] = allowed["ObjectNode"] - {predictor}
+    monkeypatch.setattr(model_io, "_allowed_types_by_node_kind", lambda: allowed)
+    with pytest.raises(model_mod.ModelLoadError, match=f"allow-list: \\['{predictor}'\\]"):
         model_mod.load_version(store, "serving-demo", "1", 10)
     # but an operator can extend the allow-list explicitly
-    handle = model_mod.load_version(store, "serving-demo", "1", 10, frozenset(
-        {"numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"}))
+    handle = model_mod.load_version(store, "serving-demo", "1", 10, frozenset({predictor}))
     assert handle.version == "1"
