@@ -50,7 +50,8 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=raw_key, group_name=name, partitions_def=partitions, check_specs=check_specs,
         backfill_policy=dg.BackfillPolicy.single_run(), kinds={"pandas", "parquet"}, tags=tags,
-        description=f"Raw rows of {name} for one day, copied from {spec.source.uri}. Blocking checks guard it.",
+        description=f"Raw rows of {name} for one day, copied from {spec.as_written('source', 'uri')}. "
+                    "Blocking checks guard it.",
     )
     def raw_data(context: dg.AssetExecutionContext, data_store: DataStore) -> dg.MaterializeResult:
         days = _days(context)
@@ -75,7 +76,7 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             "rows": dg.MetadataValue.int(total_rows),
             "bytes": dg.MetadataValue.int(sum(d.n_bytes for d in ingested)),
             "partitions": dg.MetadataValue.int(len(ingested)),
-            "source": dg.MetadataValue.text(spec.source.uri),
+            "source": dg.MetadataValue.text(spec.as_written("source", "uri")),  # never an expanded ${VAR}
         }
         if first is not None:
             metadata["dagster/column_schema"] = dg.TableSchema(
@@ -126,8 +127,8 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=[name, "trained_model"], group_name=name, kinds={"scikitlearn", "mlflow"}, tags=tags,
-        description=f"{spec.estimator.class_path} fitted on the training rows, logged to MLflow with full lineage "
-                    f"and registered as a new version with alias 'challenger'.",
+        description=f"{spec.as_written('estimator', 'class_path')} fitted on the training rows, logged to MLflow "
+                    f"with full lineage and registered as a new version with alias 'challenger'.",
     )
     def trained_model(context: dg.AssetExecutionContext, features: TrainingDataset,
                       mlflow: MlflowRegistryResource) -> dg.Output[dict]:

@@ -239,7 +239,7 @@ def build_new_data_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         name=sensor_name, job_name=f"{name}__ingest", minimum_interval_seconds=sensor_interval_s(),
         default_status=sensors_default_status(),
         description=(
-            f"Watches {spec.source.uri} for new or changed daily files of {name} and launches one "
+            f"Watches {spec.as_written('source', 'uri')} for new or changed daily files of {name} and launches one "
             f"{name}__ingest run per day and distinct file content (run_key {name}:ingest:<day>:<fingerprint>), "
             f"oldest first, at most {_new_data_max_per_tick()} per tick. On its first tick, days whose raw_data "
             f"partition is already materialized are adopted without a run."),
@@ -280,7 +280,7 @@ def build_new_data_sensor(spec: ModelSpec) -> dg.SensorDefinition:
             context.log.info(f"{name}: requesting ingest of {', '.join(batch)}"
                              + (f"; {more} more day(s) next tick" if more else ""))
             return dg.SensorResult(run_requests=requests, cursor=new_cursor)
-        why = f"no new or changed files in {spec.source.uri} ({len(current)} day(s) known"
+        why = f"no new or changed files in {spec.as_written('source', 'uri')} ({len(current)} day(s) known"
         why += f", latest {max(current)})" if current else ")"
         if adopted:
             why += f"; adopted {len(adopted)} already-ingested day(s) on the first tick"
