@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from .model_io import ModelFileError, load_skops_file, skops_path, trusted_types_for
 from .storage import append_record
 
 
@@ -33,8 +34,6 @@ TAG_DAGSTER_RUN = "mlplatform.dagster_run_id"
 TAG_PARTITIONS = "mlplatform.partitions"
 TAG_HOLDOUT_SHA = "mlplatform.holdout_predictions_sha256"
 LINEAGE_TAGS = (TAG_SPEC_SHA, TAG_DATA_SHA, TAG_CODE_VERSION, TAG_DAGSTER_RUN, TAG_PARTITIONS)
-# Model artifacts are loaded with skops; only types from these packages may be trusted.
-_TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
 
 
 class RegistryError(RuntimeError):
@@ -100,17 +99,6 @@ def mlflow_uris(settings: MlflowSettings) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def trusted_types_for(pipeline: Any) -> list[str]:
-    """The types skops must trust to load this pipeline; refuses anything outside scientific Python."""
-    import skops.io
-
-    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-    foreign = [t for t in untrusted if not t.startswith(_TRUSTED_TYPE_PREFIXES)]
-    if foreign:
-        raise RegistryError(f"model contains types that cannot be loaded safely without pickle: {foreign}")
-    return sorted(untrusted)
 
 
 def _pip_requirements() -> list[str]:
@@ -182,28 +170,23 @@ class Registry:
             raise RegistryError(f"model {model!r} has no version {version!r}") from None
 
     def load_pipeline(self, model: str, version: str) -> Any:
-        """Load a version's sklearn pipeline with skops, never pickle.
+        """Load a version's sklearn pipeline with skops under the model trust policy (lib/model_io), never pickle.
 
-        MLflow's own loader refuses skops files too when MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false,
-        and would trust whatever types the artifact lists about itself; here the artifact is read
-        directly and every type it needs must pass the platform's allow-list.
+        The artifact is read directly: MLflow's own loader would trust whatever types the artifact
+        lists about itself. A file the policy refuses raises RegistryError naming the refused types.
         """
-        import skops.io
         from mlflow.artifacts import download_artifacts
         from mlflow.models import Model
 
+        what = f"{model} v{version}"
         with tempfile.TemporaryDirectory() as tmp:
             source = self.client.get_model_version_download_uri(model, str(version))
             local = download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=self.settings.tracking_uri)
-            flavor = Model.load(str(Path(local) / "MLmodel")).flavors.get("sklearn") or {}
-            if flavor.get("serialization_format") != "skops":
-                raise RegistryError(f"{model} v{version} is not saved with skops; refusing to unpickle it")
-            path = str(Path(local) / flavor.get("pickled_model", "model.skops"))
-            untrusted = skops.io.get_untrusted_types(file=path)
-            foreign = [t for t in untrusted if not t.startswith(_TRUSTED_TYPE_PREFIXES)]
-            if foreign:
-                raise RegistryError(f"{model} v{version} needs types outside the allow-list: {foreign}")
-            return skops.io.load(path, trusted=untrusted)
+            try:
+                path = skops_path(local, Model.load(str(Path(local) / "MLmodel")).flavors, what)
+                return load_skops_file(path, what)
+            except ModelFileError as exc:
+                raise RegistryError(str(exc)) from None
 
     def download_artifact(self, run_id: str, path: str) -> bytes:
         import mlflow.artifacts
