@@ -62,7 +62,7 @@ def ingest_days(spec: ModelSpec, days: list[dt.date], store: ObjectStore, s3_cli
         out.append(IngestedDay(
             day=dd.day, rows=len(frame), n_bytes=dd.n_bytes, source=dd.location,
             data_sha256=frame_sha256(frame), schema={c: str(t) for c, t in frame.dtypes.items()},
-            checks=validation.check_day(spec, frame, dd.error), read_error=dd.error))
+            checks=validation.check_day(spec, frame, dd.day, dd.error), read_error=dd.error))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,8 @@ from pandas.api import types as ptypes
 
 from .spec import ModelSpec
 
-CHECK_NAMES = ("non_empty", "required_columns", "dtypes", "target_domain", "null_share", "duplicate_share")
+CHECK_NAMES = ("non_empty", "required_columns", "dtypes", "target_domain", "null_share", "duplicate_share",
+               "finite_values", "timestamps_in_partition")
 
 CHECK_DESCRIPTIONS = {
     "non_empty": "The partition has at least validation.min_rows rows.",
@@ -20,6 +22,8 @@ CHECK_DESCRIPTIONS = {
     "target_domain": "The target is present and every label/value is inside its declared domain.",
     "null_share": "No feature or target column has a null share above validation.max_null_share.",
     "duplicate_share": "The share of fully duplicated rows is at most validation.max_duplicate_share.",
+    "finite_values": "No numeric feature (and no regression target) holds inf or -inf.",
+    "timestamps_in_partition": "Every timestamp falls on the partition's day (UTC).",
 }
 
 
@@ -50,8 +54,8 @@ def infer_feature_columns(spec: ModelSpec, df: pd.DataFrame) -> tuple[list[str],
     return numeric, categorical
 
 
-def check_day(spec: ModelSpec, df: pd.DataFrame, read_error: str | None = None) -> list[CheckOutcome]:
-    """Run every check on one day's frame. Each failing message names the column and the problem."""
+def check_day(spec: ModelSpec, df: pd.DataFrame, day: dt.date, read_error: str | None = None) -> list[CheckOutcome]:
+    """Run every check on the frame of partition ``day``. Each failing message names the column and the problem."""
     v = spec.validation
     numeric, categorical = infer_feature_columns(spec, df)
     target = spec.target.column
@@ -78,9 +82,11 @@ def check_day(spec: ModelSpec, df: pd.DataFrame, read_error: str | None = None) 
     if spec.task == "regression" and target in df.columns and not ptypes.is_numeric_dtype(df[target]):
         if not df[target].isna().all():
             bad_types.append(f"{target} (target) is {df[target].dtype}, expected numeric")
-    if spec.timestamp_column in df.columns and n:
-        ts = pd.to_datetime(df[spec.timestamp_column], errors="coerce", utc=True)
-        unparsable = int(ts.isna().sum() - df[spec.timestamp_column].isna().sum())
+    # Parsed once, as clean_day stores it: naive timestamps are UTC.
+    timestamps = (pd.to_datetime(df[spec.timestamp_column], errors="coerce", utc=True)
+                  if spec.timestamp_column in df.columns and n else None)
+    if timestamps is not None:
+        unparsable = int(timestamps.isna().sum() - df[spec.timestamp_column].isna().sum())
         if unparsable:
             bad_types.append(f"{spec.timestamp_column} has {unparsable} values that are not timestamps")
     out.append(CheckOutcome("dtypes", not bad_types, "; ".join(bad_types) or "dtypes as expected",
@@ -100,8 +106,7 @@ def check_day(spec: ModelSpec, df: pd.DataFrame, read_error: str | None = None) 
                     domain_problems.append(f"target {target} has labels outside {sorted(allowed)}: {unknown[:10]}")
         elif ptypes.is_numeric_dtype(y):
             arr = y.to_numpy(dtype=float)
-            if not np.isfinite(arr).all():
-                domain_problems.append(f"target {target} has infinite values")
+            arr = arr[np.isfinite(arr)]  # infinities are finite_values' finding
             if spec.target.min_value is not None and (arr < spec.target.min_value).any():
                 domain_problems.append(f"target {target} has values below min_value {spec.target.min_value}")
             if spec.target.max_value is not None and (arr > spec.target.max_value).any():
@@ -129,7 +134,47 @@ def check_day(spec: ModelSpec, df: pd.DataFrame, read_error: str | None = None) 
                             f"duplicate share {dup_share:.4f}" + (
                                 f" above limit {v.max_duplicate_share}" if dup_share > v.max_duplicate_share else ""),
                             {"duplicate_share": dup_share}))
+    out.append(_finite_values(spec, df, numeric))
+    out.append(_timestamps_in_partition(spec, df, timestamps, day))
     return out
+
+
+def _finite_values(spec: ModelSpec, df: pd.DataFrame, numeric: list[str]) -> CheckOutcome:
+    # inf passes every other check but breaks imputation and fitting of any window that includes the day.
+    columns = list(numeric)
+    if spec.task == "regression":
+        columns.append(spec.target.column)
+    counts: dict[str, dict[str, int]] = {}
+    for col in columns:
+        if col not in df.columns or ptypes.is_bool_dtype(df[col]) or not ptypes.is_numeric_dtype(df[col]):
+            continue  # missing or non-numeric columns are required_columns' and dtypes' findings
+        values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        pos, neg = int(np.isposinf(values).sum()), int(np.isneginf(values).sum())
+        if pos or neg:
+            counts[col] = {"inf": pos, "-inf": neg}
+    if not counts:
+        return CheckOutcome("finite_values", True, "all numeric values finite", {"non_finite": {}})
+    listed = ", ".join(f"{col}{' (target)' if col == spec.target.column else ''}: "
+                       + " and ".join(f"{n} {kind}" for kind, n in c.items() if n) for col, c in counts.items())
+    return CheckOutcome("finite_values", False, f"non-finite values in {listed}", {"non_finite": counts})
+
+
+def _timestamps_in_partition(spec: ModelSpec, df: pd.DataFrame, timestamps: pd.Series | None,
+                             day: dt.date) -> CheckOutcome:
+    # Daily partitions are UTC days (defs.lifecycle.daily_partitions). Unparsable timestamps are the
+    # dtypes check's finding; rows of other days would otherwise be trained on as if from this one.
+    col = spec.timestamp_column
+    if timestamps is None:
+        return CheckOutcome("timestamps_in_partition", True, "no timestamps to check", {"off_day_rows": 0})
+    start = pd.Timestamp(day, tz="UTC")
+    off_day = timestamps.notna() & ((timestamps < start) | (timestamps >= start + pd.Timedelta(days=1)))
+    n_off = int(off_day.sum())
+    if not n_off:
+        return CheckOutcome("timestamps_in_partition", True, f"every {col} is on {day}", {"off_day_rows": 0})
+    example = str(df[col][off_day].iloc[0])
+    return CheckOutcome("timestamps_in_partition", False,
+                        f"{n_off} of {len(df)} rows have {col} outside {day} (UTC), e.g. {example}",
+                        {"off_day_rows": n_off, "example": example})
 
 
 def clean_day(spec: ModelSpec, df: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:

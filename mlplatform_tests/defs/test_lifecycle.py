@@ -138,6 +138,8 @@ def trained_state(tmp_path_factory):
     ("empty_file", "non_empty", "0 rows"),
     ("all_null_target", "target_domain", "null in every row"),
     ("duplicated_rows", "duplicate_share", "duplicate share"),
+    ("infinite_feature", "finite_values", "non-finite values in monthly_charges: 3 inf and 1 -inf"),
+    ("rows_of_another_day", "timestamps_in_partition", "rows have event_time outside"),
 ])
 def test_bad_partition_blocks_downstream_and_keeps_champion(trained_state, tmp_path, monkeypatch, problem,
                                                             expect_check, expect_text):
@@ -163,6 +165,7 @@ def test_bad_partition_blocks_downstream_and_keeps_champion(trained_state, tmp_p
 
     bad_day = SMALL_END + dt.timedelta(days=1)
     df = pd.read_parquet(small_source / f"{SMALL_END}.parquet")
+    df["event_time"] += pd.Timedelta(days=1)  # the copied rows belong to the bad day; only the problem is wrong
     if problem == "missing_column":
         df = df.drop(columns=["monthly_charges"])
     elif problem == "wrong_dtype":
@@ -173,12 +176,19 @@ def test_bad_partition_blocks_downstream_and_keeps_champion(trained_state, tmp_p
         df["churned"] = None
     elif problem == "duplicated_rows":
         df = pd.concat([df, df.head(len(df) // 2)])
+    elif problem == "infinite_feature":
+        df.loc[:2, "monthly_charges"] = float("inf")
+        df.loc[3, "monthly_charges"] = float("-inf")
+    elif problem == "rows_of_another_day":
+        df["event_time"] -= pd.Timedelta(days=400)
     df.to_parquet(small_source / f"{bad_day}.parquet", index=False)
 
     summary = run_lifecycle(platform_env, ["small_churn"], bad_day)[0]
     assert summary["success"] is False
     failed = [c for c in summary["failed_checks"] if c.startswith(expect_check)]
     assert failed and expect_text in failed[0] and str(bad_day) in failed[0], summary["failed_checks"]
+    failed_names = {c.split(":")[0] for c in summary["failed_checks"]}
+    assert not failed_names & {"finite_values", "timestamps_in_partition"} - {expect_check}, failed_names
     # Nothing downstream of the raw data materialized in that run; no new version; champion unchanged.
     assert set(summary["assets"]) == {"raw_data"}
     assert str(registry.champion("small_churn").version) == champion_before
