@@ -173,13 +173,26 @@ def instance_config(values: dict) -> dict:
     }
 
 
+def _init_containers(section: dict, user_deployment: str) -> list[dict]:
+    """The webserver's and the daemon's init containers: they wait for PostgreSQL and the code server's
+    Service, and take the section's container securityContext."""
+    return [
+        {"name": "check-db-ready", "image": "library/postgres:14.6", "command": ["sh", "-c", "pg_isready"],
+         "securityContext": section.get("securityContext") or {}},
+        {"name": f"init-user-deployment-{user_deployment}", "image": "library/busybox:1.28",
+         "command": ["sh", "-c", f"until nslookup {user_deployment}; do sleep 2; done"],
+         "securityContext": section.get("securityContext") or {}},
+    ]
+
+
 def _pod(name: str, section: dict, image: str, mounts_extra: list[dict], volumes_extra: list[dict],
-         labels: dict, ports: list[dict]) -> dict:
+         labels: dict, ports: list[dict], init_containers: list[dict]) -> dict:
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {**labels, **(section.get("labels") or {})}},
         "spec": {
             "securityContext": section.get("podSecurityContext") or {},
+            **({"initContainers": init_containers} if init_containers else {}),
             "containers": [{
                 "name": "dagster", "image": image,
                 "securityContext": section.get("securityContext") or {},
@@ -206,14 +219,17 @@ def pod_specs_from_values(values: dict) -> dict[str, dict]:
     # The chart names the webserver's port "http" and binds it to service.port (default 80); the code
     # server's container declares no port (its Service targets deployments[].port).
     webserver_port = (values["dagsterWebserver"].get("service") or {}).get("port", 80)
+    webserver, daemon = values["dagsterWebserver"], values["dagsterDaemon"]
     return {
         "code-server": _pod("code-server", deployment, image, [], [],
-                            {**chart_labels, "component": "user-deployments"}, []),
-        "webserver": _pod("webserver", values["dagsterWebserver"], chart_image, instance_mount, instance_volume,
+                            {**chart_labels, "component": "user-deployments"}, [], []),
+        "webserver": _pod("webserver", webserver, chart_image, instance_mount, instance_volume,
                           {**chart_labels, "component": "dagster-webserver"},
-                          [{"name": "http", "containerPort": webserver_port, "protocol": "TCP"}]),
-        "daemon": _pod("daemon", values["dagsterDaemon"], chart_image, instance_mount, instance_volume,
-                       {**chart_labels, "component": "dagster-daemon"}, []),
+                          [{"name": "http", "containerPort": webserver_port, "protocol": "TCP"}],
+                          _init_containers(webserver, deployment["name"])),
+        "daemon": _pod("daemon", daemon, chart_image, instance_mount, instance_volume,
+                       {**chart_labels, "component": "dagster-daemon"}, [],
+                       _init_containers(daemon, deployment["name"])),
     }
 
 
