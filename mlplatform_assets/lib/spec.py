@@ -98,8 +98,8 @@ def load_estimator_class(class_path: str, trusted_modules: Sequence[str] = ()) -
                 f"a lightgbm/xgboost scikit-learn wrapper, or a module the operator trusts in {ENV_TRUSTED_MODULES}")
     try:
         obj = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import {class_path!r}: {exc}") from None
+    except Exception as exc:  # an allowed module may still fail to import (missing attribute, broken plugin)
+        raise ValueError(f"cannot import {class_path!r}: {exc.__class__.__name__}: {exc}") from None
     from sklearn.base import BaseEstimator
 
     if not (isinstance(obj, type) and issubclass(obj, BaseEstimator)
@@ -111,7 +111,7 @@ def load_estimator_class(class_path: str, trusted_modules: Sequence[str] = ()) -
 def build_estimator(cls: type, params: Mapping[str, Any]) -> Any:
     """``cls(**params)`` after the estimator's own parameter validation (names, types, ranges); nothing is fitted."""
     signature = inspect.signature(cls)
-    accepted = [n for n, p in signature.parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY]
+    accepted = [n for n, p in signature.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
         unknown = sorted(set(params) - set(accepted))
         if unknown:

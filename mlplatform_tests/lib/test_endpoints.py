@@ -59,7 +59,8 @@ def test_a_url_with_a_query_is_refused_not_requested(server):
     base, requested = server
     status = probe(f"{base}/?next=/svc")
     assert not status.healthy and status.model_version is None
-    assert status.error == "refused: must not have a query string or fragment (the health routes are appended to the path)"
+    assert status.error == ("refused: must not have a query string or fragment "
+                            "(the health routes are appended to the path)")
     assert requested == []
 
 

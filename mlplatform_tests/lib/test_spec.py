@@ -251,8 +251,8 @@ def test_partition_start_in_the_future_is_an_error(tmp_path):
     ("{date.year}.csv", "exactly once and no other"),
 ])
 def test_file_pattern_stays_inside_the_source(tmp_path, pattern, problem):
-    msg = load_error(spec_with(tmp_path, ("source: {uri: data/}", f"source: {{uri: data/, file_pattern: '{pattern}'}}")),
-                     tmp_path)
+    path = spec_with(tmp_path, ("source: {uri: data/}", f"source: {{uri: data/, file_pattern: '{pattern}'}}"))
+    msg = load_error(path, tmp_path)
     assert ": source.file_pattern: " in msg and problem in msg, msg
 
 
@@ -288,7 +288,8 @@ def test_serving_endpoints_are_plain_http_urls(tmp_path, url, problem):
 def test_non_utf8_file_is_a_clear_error(tmp_path):
     path = tmp_path / "churn.yaml"
     path.write_bytes(GOOD.replace("churn", "caf\xe9").encode("latin-1"))
-    assert load_error(path, tmp_path) == f"{path}: (top level): not UTF-8 text (byte 0xe9 at offset 9); save the spec as UTF-8"
+    assert load_error(path, tmp_path) == (f"{path}: (top level): not UTF-8 text (byte 0xe9 at offset 9); "
+                                          "save the spec as UTF-8")
 
 
 def test_deep_nesting_is_refused(tmp_path):
