@@ -130,3 +130,17 @@ class Service:
     def log_tail(self, n: int = 4000) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return f"--- {self.name} ({self.log_path}):\n{text[-n:]}"
+
+
+def child_processes(pid: int) -> list[tuple[int, str]]:
+    """``(pid, command line)`` of the direct children of ``pid`` (Linux ``/proc``)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                children.append((int(stat.parent.name), cmdline.strip()))
+        except (OSError, IndexError, ValueError):
+            continue  # exited while we looked
+    return children
