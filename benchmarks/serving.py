@@ -65,7 +65,8 @@ def start_ours(config, workers: int):
     env = dict(os.environ, MLPLATFORM_HOME=config.state_dir, MLFLOW_TRACKING_URI=config.mlflow_tracking_uri,
                MLPLATFORM_PREDICTION_LOG_URI=config.prediction_log_uri)
     proc = subprocess.Popen([sys.executable, "-m", "mlplatform_assets.lib.serving", "--model", NAME, "--port", str(port),
-                             "--workers", str(workers), "--log-level", "warning"], env=env, cwd=config.state_dir,
+                             "--workers", str(workers), "--log-level", "warning", "--allow-unauthenticated"], env=env,
+                            cwd=config.state_dir,
                             **_log_to_file(config, "ours"))
     proc.log_path = Path(config.state_dir) / "ours-server.log"
     _wait_ready("/readyz", port, proc)

@@ -24,8 +24,8 @@ def test_promotion_reaches_the_live_endpoint(platform_env, small_source):
                                  params="{strategy: prior}")
     assert run_lifecycle(platform_env, ["small_churn"], SMALL_END)[0]["success"]  # v1: a weak first champion
 
-    server = ThreadedServer(create_app("small_churn", platform_env, poll_interval_s=0.5, prediction_log=False)).start(
-        wait_model=True)
+    server = ThreadedServer(create_app("small_churn", platform_env, poll_interval_s=0.5, prediction_log=False,
+                                       allow_unauthenticated=True)).start(wait_model=True)
     try:
         assert probe(server.url).model_version == "1"
         spec_path.write_text(spec_path.read_text().replace("sklearn.dummy.DummyClassifier", "sklearn.ensemble.HistGradientBoostingClassifier")

@@ -1,6 +1,10 @@
 """API-key authentication: only sha256 digests are held, compared in constant time.
 
-Key sources (all optional; the union is accepted):
+Fail closed: authentication is on unless switched off explicitly (``--allow-unauthenticated`` /
+``MLPLATFORM_SERVING_AUTH=off``); with it on and no key configured the server refuses to start
+(see ServingSettings.validate), and a configured key file that cannot be read at start is an error.
+
+Key sources (the union is accepted):
 
 * ``MLPLATFORM_API_KEYS``: comma-separated keys;
 * ``MLPLATFORM_API_KEYS_FILE``: a file with one key per line (blank lines and lines
@@ -9,7 +13,9 @@ Key sources (all optional; the union is accepted):
 
 Revoked keys use the same formats (``MLPLATFORM_REVOKED_API_KEYS`` /
 ``MLPLATFORM_REVOKED_API_KEYS_FILE``); a revoked key gets 403 even if it is also listed as valid.
-Files are re-read when their modification time changes (checked at most once per second).
+Files are re-read when their modification time changes (checked at most once per second); a file
+that becomes unreadable later keeps its last keys (a rotation in progress must not lock clients out
+or un-revoke keys).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import logging
 import os
 import threading
 import time
+
+from .errors import ServingConfigError
 
 log = logging.getLogger("mlplatform.serving.auth")
 
@@ -51,11 +59,17 @@ def _read_key_file(path: str) -> tuple[str, ...]:
 
 
 class _KeyFile:
-    def __init__(self, path: str | None):
+    def __init__(self, path: str | None, what: str):
         self.path = path
         self.mtime: float | None = None
         self.hashes: tuple[str, ...] = ()
-        self.reload()
+        if path:
+            try:
+                self.mtime = os.stat(path).st_mtime_ns
+                self.hashes = _read_key_file(path)
+            except (OSError, UnicodeDecodeError) as exc:
+                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                raise ServingConfigError(f"the {what} file {path} cannot be read ({detail})") from None
 
     def reload(self) -> None:
         if not self.path:
@@ -63,11 +77,7 @@ class _KeyFile:
         try:
             mtime = os.stat(self.path).st_mtime_ns
         except OSError:
-            if self.mtime is not None:
-                log.error("API key file %s is no longer readable; keeping the last keys read", self.path)
-            else:
-                # Fail closed: a configured file that cannot be read means no key from it is valid.
-                log.error("API key file %s cannot be read", self.path)
+            log.error("API key file %s is no longer readable; keeping the last keys read", self.path)
             return
         if mtime == self.mtime:
             return
@@ -81,20 +91,22 @@ class _KeyFile:
 class ApiKeyAuth:
     """Decides whether a request's ``Authorization`` header is acceptable."""
 
-    def __init__(self, key_hashes=(), revoked_hashes=(), keys_file=None, revoked_file=None):
+    def __init__(self, key_hashes=(), revoked_hashes=(), keys_file=None, revoked_file=None, *, enabled: bool = True):
+        """``enabled=False`` accepts every request (only with an explicit opt-out). Enabled with no
+        key at all rejects every request. Raises ServingConfigError if a configured file is unreadable."""
         self._static = tuple(bytes.fromhex(h) for h in key_hashes)
         self._static_revoked = tuple(bytes.fromhex(h) for h in revoked_hashes)
-        self._files = _KeyFile(keys_file)
-        self._revoked_file = _KeyFile(revoked_file)
-        self.enabled = bool(key_hashes or keys_file)
+        self._files = _KeyFile(keys_file, "API keys")
+        self._revoked_file = _KeyFile(revoked_file, "revoked API keys")
+        self.enabled = enabled
         self._lock = threading.Lock()
         self._last_check = time.monotonic()
         self._refresh_sets()
 
     @classmethod
     def from_settings(cls, settings) -> "ApiKeyAuth":
-        return cls(settings.api_key_hashes, settings.revoked_key_hashes,
-                   settings.api_keys_file, settings.revoked_api_keys_file)
+        return cls(settings.api_key_hashes, settings.revoked_key_hashes, settings.api_keys_file,
+                   settings.revoked_api_keys_file, enabled=not settings.allow_unauthenticated)
 
     def _refresh_sets(self) -> None:
         self._valid = self._static + tuple(bytes.fromhex(h) for h in self._files.hashes)

@@ -7,6 +7,9 @@ the items by the model version they were validated against, builds ONE DataFrame
 (column lists concatenated, not row by row), calls the model once, and fans the results back
 to the loop with a single ``call_soon_threadsafe``. The thread limits OpenMP/BLAS pools to one
 thread for its whole life (threadpoolctl), so predict never oversubscribes the cores.
+
+With a spooled prediction log (``writer.durable``) the answers of a batch are handed to the log
+writer with its rows and sent once those rows are fsynced to the local spool.
 """
 
 from __future__ import annotations
@@ -120,11 +123,22 @@ class Batcher:
         for it in batch:
             groups.setdefault(id(it.handle), []).append(it)
         results = []
+        chunks = []
         for items in groups.values():
-            results.extend(self._predict_group(items))
+            out, logged = self._predict_group(items)
+            results.extend(out)
+            chunks.extend(logged)
+        writer = self.writer
+        if writer is not None and writer.durable and chunks:
+            loop = self._loop
+            writer.submit(*chunks, on_logged=lambda: loop.call_soon_threadsafe(_resolve, results))
+            return
         self._loop.call_soon_threadsafe(_resolve, results)
+        if writer is not None and chunks:
+            writer.submit(*chunks)
 
     def _predict_group(self, items):
+        """([(future, status, body)], [LogChunk of the predicted rows] when there is a log)."""
         handle = items[0].handle
         if len(items) == 1:
             cols = items[0].cols
@@ -139,17 +153,19 @@ class Batcher:
             pred = handle.predict(handle.build_frame(cols))
         except Exception as exc:  # noqa: BLE001
             if len(items) > 1:  # isolate the request that the model refused
-                out = []
+                out, chunks = [], []
                 for it in items:
-                    out.extend(self._predict_group([it]))
-                return out
+                    one, logged = self._predict_group([it])
+                    out.extend(one)
+                    chunks.extend(logged)
+                return out, chunks
             log.warning("model %s v%s refused a validated request: %s", handle.name, handle.version,
                         type(exc).__name__)
             status = 422 if isinstance(exc, (ValueError, TypeError, KeyError, IndexError)) else 500
             code = "prediction_failed" if status == 422 else "internal_error"
             msg = (f"the model could not score this input ({type(exc).__name__}); check categorical values "
                    "and ranges against the training data") if status == 422 else "prediction failed"
-            return [(items[0].fut, status, error_body(code, msg))]
+            return [(items[0].fut, status, error_body(code, msg))], []
         n_total = sum(it.n for it in items)
         m = self.metrics
         m.batch_rows.observe(n_total)
@@ -190,14 +206,14 @@ class Batcher:
                     body["positive_probability"] = p[:, 1].tolist()
             out.append((it.fut, 200, orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)))
             off += it.n
-        if self.writer is not None:
-            rid, rows, ts = [], [], []
-            for it in items:
-                rid.extend([it.request_id] * it.n)
-                rows.extend(range(it.n))
-                ts.extend([it.ts_us] * it.n)
-            meta = {"request_id": rid, "row": rows, "timestamp_us": ts, "model_name": handle.name,
-                    "model_version": handle.version, "prediction": preds, "probabilities": proba}
-            kinds = {c.name: c.kind for c in handle.columns}
-            self.writer.submit(LogChunk(cols, kinds, n_total, meta))
-        return out
+        if self.writer is None:
+            return out, []
+        rid, rows, ts = [], [], []
+        for it in items:
+            rid.extend([it.request_id] * it.n)
+            rows.extend(range(it.n))
+            ts.extend([it.ts_us] * it.n)
+        meta = {"request_id": rid, "row": rows, "timestamp_us": ts, "model_name": handle.name,
+                "model_version": handle.version, "prediction": preds, "probabilities": proba}
+        kinds = {c.name: c.kind for c in handle.columns}
+        return out, [LogChunk(cols, kinds, n_total, meta)]

@@ -1,8 +1,16 @@
-"""Client errors: every one becomes a 4xx JSON body ``{"error": {"code", "message", "field"}}``."""
+"""Error answers and configuration errors.
+
+Every error answer is a JSON body ``{"error": {"code", "message", "field"}}``: 4xx for client
+mistakes, 503 (with ``Retry-After``) when the server sheds load.
+"""
 
 from __future__ import annotations
 
 import orjson
+
+
+class ServingConfigError(ValueError):
+    """A serving setting is missing, contradictory or invalid: the server refuses to start."""
 
 
 class ClientError(Exception):

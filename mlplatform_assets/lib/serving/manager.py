@@ -19,8 +19,9 @@ class ModelManager:
     model under a request; the old handle stays alive until its last request finishes.
     """
 
-    def __init__(self, config, settings, metrics):
+    def __init__(self, config, settings, metrics, on_swap=None):
         self.config = config
+        self._on_swap = on_swap  # called on the poller thread after each new version went live
         self.settings = settings
         self.metrics = metrics
         self.current: ModelHandle | None = None
@@ -91,6 +92,8 @@ class ModelManager:
         self.metrics.reloads.labels(name).inc()
         self.loaded.set()
         log.info("now serving %s version %s (loaded in %.2fs)", name, version, time.perf_counter() - started)
+        if self._on_swap is not None:
+            self._on_swap()
         return True
 
 

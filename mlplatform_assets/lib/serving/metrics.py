@@ -18,6 +18,9 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02
 PROBA_BUCKETS = tuple(i / 10 for i in range(1, 11))
 VALUE_BUCKETS = (-1e6, -1e4, -1e3, -100.0, -10.0, -1.0, -0.1, 0.0, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e6)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+# Why the server refused a connection or request (label values of mlplatform_serving_rejections_total).
+REJECTION_REASONS = ("header_too_large", "header_timeout", "idle_timeout", "body_timeout", "upgrade",
+                     "over_capacity", "probe_only", "body_budget")
 
 
 def multiprocess_dir() -> str | None:
@@ -63,12 +66,25 @@ class ServingMetrics:
                                 "Rows written to the prediction log", registry=r)
         self.log_dropped = Counter("mlplatform_serving_prediction_log_rows_dropped_total",
                                    "Rows the prediction log could not write", registry=r)
+        self.log_spool_errors = Counter("mlplatform_serving_prediction_log_spool_errors_total",
+                                        "Spool appends that failed (those rows are only held in memory)", registry=r)
+        self.open_connections = Gauge("mlplatform_serving_open_connections", "Open client connections",
+                                      registry=r, multiprocess_mode="livesum")
+        self.body_bytes_held = Gauge("mlplatform_serving_request_body_bytes_held",
+                                     "Request body bytes reserved by requests in progress (see the body budget)",
+                                     registry=r, multiprocess_mode="livesum")
+        self.rejections = Counter("mlplatform_serving_rejections_total",
+                                  "Requests or connections refused by a server limit", ["reason"], registry=r)
+        self.auth_enabled = Gauge("mlplatform_serving_auth_enabled", "1 if API keys are required, 0 if switched off",
+                                  registry=r, multiprocess_mode="liveall")
         self.pickle_allowed = Gauge("mlplatform_serving_pickle_deserialization_allowed",
                                     "1 if MLFLOW_ALLOW_PICKLE_DESERIALIZATION is true in this process",
                                     registry=r, multiprocess_mode="liveall")
         self.model_version.labels(model_name).set(0)
         for counter in (self.reloads, self.reload_failures, self.poll_errors):
             counter.labels(model_name)  # export 0 before the first event
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)
         self._req_children = {}
         self._lat_children = {}
 

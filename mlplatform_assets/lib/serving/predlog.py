@@ -66,29 +66,124 @@ class LogChunk:
     def __init__(self, columns: dict, kinds: dict, n: int, meta: dict):
         self.columns, self.kinds, self.n, self.meta = columns, kinds, n, meta
 
+    def to_line(self) -> bytes:
+        """One spool line (JSON). Numeric numpy arrays serialize natively; others as lists."""
+        import orjson
+
+        return orjson.dumps({"columns": self.columns, "kinds": self.kinds, "n": self.n, "meta": self.meta},
+                            option=orjson.OPT_SERIALIZE_NUMPY, default=_json_default) + b"\n"
+
+    @classmethod
+    def from_line(cls, line: bytes) -> "LogChunk":
+        import numpy as np
+        import orjson
+
+        data = orjson.loads(line)
+        meta = data["meta"]
+        meta["prediction"] = np.asarray(meta["prediction"])
+        if meta.get("probabilities") is not None:
+            meta["probabilities"] = np.asarray(meta["probabilities"], dtype=np.float64)
+        return cls(data["columns"], data["kinds"], int(data["n"]), meta)
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(type(value).__name__)
+
+
+class _Segment:
+    """One spool file: JSON lines, one per LogChunk, held under an exclusive flock by its writer
+    (a live writer's segments are never replayed by a sibling process) until it is deleted."""
+
+    def __init__(self, path: str | None, fh):
+        self.path = path  # None: the file could not be created; the rows are only in memory
+        self.fh = fh
+        self.id = os.path.basename(path)[len("segment-"):-len(".jsonl")] if path else uuid.uuid4().hex
+        self.tables: list = []
+        self.rows = 0
+        self.broken = path is None
+
+    @classmethod
+    def create(cls, directory: str) -> "_Segment":
+        import fcntl
+
+        path = os.path.join(directory, f"segment-{uuid.uuid4().hex}.jsonl")
+        tmp = path + ".new"  # locked before it gets the name a replaying process looks for
+        fh = open(tmp, "ab")
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        os.replace(tmp, path)
+        return cls(path, fh)
+
+    def remove(self) -> None:
+        if self.path:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        self.release()
+
+    def release(self) -> None:
+        if self.fh is not None:
+            self.fh.close()  # drops the lock: a later start may replay what is left
+            self.fh = None
+
 
 class PredictionLogWriter:
+    """Writes logged predictions as Parquet parts from a background thread.
+
+    Buffered (``spool_dir=None``): chunks are held in memory and written every ``flush_rows``
+    rows or ``flush_interval_s``; SIGKILL loses what was not written yet (up to one interval).
+
+    Spooled (``spool_dir`` set): each chunk is also appended to a local segment file, and a batch's
+    ``on_logged`` callback (which sends its responses) runs only after the fsync of its lines, so a
+    request that was answered is on local disk. Appends are group-committed: one fsync for every
+    chunk queued meanwhile. At a flush the segment is closed and written as ``part-<segment id>``
+    in each day it spans, then deleted; segments left by a killed process are replayed at the next
+    start. Part names come from the segment, so a replay after a crash between writing and
+    deleting rewrites the same objects instead of duplicating rows.
+    """
+
     def __init__(self, root_uri: str, model_name: str, flush_rows: int = 50_000, flush_interval_s: float = 10.0,
-                 metrics=None):
+                 metrics=None, spool_dir: str | None = None):
         self.root_uri = root_uri.rstrip("/")
         self.model_name = model_name
         self.flush_rows = max(1, flush_rows)
         self.flush_interval_s = flush_interval_s
         self.metrics = metrics
+        self.spool_dir = os.path.join(spool_dir, model_name) if spool_dir else None
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._pending: list = []  # Arrow tables not yet written
+        self._pending: list = []  # buffered mode: Arrow tables not yet written
         self._pending_rows = 0
+        self._segment: _Segment | None = None  # spooled mode: the segment being appended to
+        self._sealed: list[_Segment] = []  # spooled mode: closed segments not yet written
         self._s3 = None
         self.rows_written = 0
+        self.rows_replayed = 0
+
+    @property
+    def durable(self) -> bool:
+        return self.spool_dir is not None
 
     def start(self) -> None:
         if self._thread is None:
+            if self.spool_dir:
+                from .errors import ServingConfigError
+
+                try:
+                    os.makedirs(self.spool_dir, exist_ok=True)
+                except OSError as exc:
+                    raise ServingConfigError(f"the prediction log spool {self.spool_dir} cannot be created "
+                                             f"({exc.strerror})") from None
+                if not os.access(self.spool_dir, os.W_OK | os.X_OK):
+                    raise ServingConfigError(f"the prediction log spool {self.spool_dir} is not writable")
             self._thread = threading.Thread(target=self._run, name="mlplatform-predlog", daemon=True)
             self._thread.start()
 
-    def submit(self, chunk: LogChunk) -> None:
-        self._q.put(chunk)
+    def submit(self, *chunks: LogChunk, on_logged=None) -> None:
+        """Queue ``chunks``; ``on_logged()`` runs on the writer thread once they are spooled."""
+        self._q.put((chunks, on_logged))
 
     def close(self, timeout: float = 60.0) -> None:
         """Drain everything submitted so far and write it. Safe to call twice."""
@@ -102,6 +197,8 @@ class PredictionLogWriter:
 
     # -- writer thread --------------------------------------------------------------------
     def _run(self) -> None:
+        if self.spool_dir:
+            self._replay()
         last_flush = time.monotonic()
         while True:
             timeout = max(0.05, self.flush_interval_s - (time.monotonic() - last_flush))
@@ -109,18 +206,32 @@ class PredictionLogWriter:
                 item = self._q.get(timeout=timeout)
             except queue.Empty:
                 item = None
-            if item is _STOP:
+            items = []
+            stop = item is _STOP
+            if item is not None and not stop:
+                items.append(item)
+                while True:  # everything queued meanwhile: one fsync for all of it
+                    try:
+                        more = self._q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _STOP:
+                        stop = True
+                        break
+                    items.append(more)
+            if stop:
                 while True:  # drain what arrived before the stop marker
                     try:
                         rest = self._q.get_nowait()
                     except queue.Empty:
                         break
                     if rest is not _STOP:
-                        self._add(rest)
+                        items.append(rest)
+            if items:
+                self._accept(items)
+            if stop:
                 self._flush(final=True)
                 return
-            if item is not None:
-                self._add(item)
             if self._pending_rows >= self.flush_rows or (
                     self._pending_rows and time.monotonic() - last_flush >= self.flush_interval_s):
                 self._flush()
@@ -128,14 +239,93 @@ class PredictionLogWriter:
             elif not self._pending_rows:
                 last_flush = time.monotonic()
 
+    def _accept(self, items) -> None:
+        if self.spool_dir:
+            self._spool([chunk for chunks, _ in items for chunk in chunks])
+        for _, on_logged in items:  # answers go out only now: their rows are on disk
+            if on_logged is not None:
+                on_logged()
+        for chunks, _ in items:
+            for chunk in chunks:
+                self._add(chunk)
+        segment = self._segment
+        if segment is not None and segment.broken:  # later lines go to a new segment
+            self._sealed.append(segment)
+            self._segment = None
+
+    def _spool(self, chunks) -> None:
+        try:
+            if self._segment is None:
+                self._segment = _Segment.create(self.spool_dir)
+            fh = self._segment.fh
+            fh.write(b"".join(chunk.to_line() for chunk in chunks))
+            fh.flush()
+            os.fsync(fh.fileno())
+        except Exception:  # noqa: BLE001 - answer anyway; the rows are still held in memory
+            log.exception("prediction log: spooling %d rows failed; they are only held in memory",
+                          sum(c.n for c in chunks))
+            if self.metrics:
+                self.metrics.log_spool_errors.inc()
+            if self._segment is None:
+                self._segment = _Segment(None, None)
+            self._segment.broken = True
+
     def _add(self, chunk: LogChunk) -> None:
         try:
-            self._pending.append(self._to_table(chunk))
-            self._pending_rows += chunk.n
+            table = self._to_table(chunk)
         except Exception:  # noqa: BLE001 - never let one bad chunk kill the writer
             log.exception("prediction log: could not convert %d rows", chunk.n)
             if self.metrics:
                 self.metrics.log_dropped.inc(chunk.n)
+            return
+        if self.spool_dir:
+            self._segment.tables.append(table)
+            self._segment.rows += chunk.n
+        else:
+            self._pending.append(table)
+        self._pending_rows += chunk.n
+
+    def _replay(self) -> None:
+        """Queue the segments that no live process holds (left by a killed one) for writing."""
+        import fcntl
+
+        for leaf in sorted(os.listdir(self.spool_dir)):
+            if not leaf.startswith("segment-") or not leaf.endswith((".jsonl", ".jsonl.new")):
+                continue
+            path = os.path.join(self.spool_dir, leaf)
+            try:
+                fh = open(path, "rb")
+            except FileNotFoundError:  # replayed by a sibling worker meanwhile
+                continue
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a live writer's segment
+                fh.close()
+                continue
+            if leaf.endswith(".new"):  # killed before its first line
+                os.unlink(path)
+                fh.close()
+                continue
+            segment = _Segment(path, fh)
+            bad = 0
+            for line in fh.read().split(b"\n"):
+                if not line:
+                    continue
+                try:
+                    chunk = LogChunk.from_line(line)
+                    segment.tables.append(self._to_table(chunk))
+                except Exception:  # noqa: BLE001 - a line cut short by the kill
+                    bad += 1
+                    continue
+                segment.rows += chunk.n
+            if bad:
+                log.warning("prediction log: %d unreadable line(s) in spool segment %s skipped", bad, leaf)
+            log.info("prediction log: replaying %d spooled rows from %s", segment.rows, leaf)
+            self.rows_replayed += segment.rows
+            self._sealed.append(segment)
+            self._pending_rows += segment.rows
+        if self._sealed:
+            self._flush()
 
     @staticmethod
     def _to_table(chunk: LogChunk):
@@ -172,26 +362,34 @@ class PredictionLogWriter:
         return pa.table(arrays)
 
     def _flush(self, final: bool = False) -> None:
+        attempts = 3 if final else 1
+        if self.spool_dir:
+            if self._segment is not None:
+                self._sealed.append(self._segment)
+                self._segment = None
+            for segment in list(self._sealed):
+                # After a failure every day of the segment is written again: same names, no duplicates.
+                if not self._write_tables(segment.tables, f"part-{segment.id}.parquet", attempts):
+                    self._count_written(segment.rows)
+                    self._pending_rows -= segment.rows
+                    self._sealed.remove(segment)
+                    segment.remove()
+                elif final and segment.path:
+                    log.error("prediction log: %d rows could not be written at shutdown; they stay in the spool "
+                              "%s and are written at the next start", segment.rows, segment.path)
+                elif final:
+                    log.error("prediction log: %d rows (not spooled) could not be written at shutdown",
+                              segment.rows)
+                    if self.metrics:
+                        self.metrics.log_dropped.inc(segment.rows)
+            if final:
+                for segment in self._sealed:
+                    segment.release()
+            return
         if not self._pending:
             return
-        import numpy as np
-        import pyarrow as pa
-
-        try:
-            table = pa.concat_tables(self._pending, promote_options="permissive")
-        except Exception:  # noqa: BLE001
-            log.exception("prediction log: incompatible chunks; writing them separately")
-            tables = list(self._pending)
-        else:
-            tables = [table]
-        remaining = []
-        for table in tables:
-            days = (table.column("timestamp").cast(pa.int64()).to_numpy() // _US_PER_DAY)
-            for day in np.unique(days):
-                part = table.filter(pa.array(days == day)) if len(np.unique(days)) > 1 else table
-                date = _date.fromordinal(_EPOCH_ORDINAL + int(day)).isoformat()
-                if not self._write(part, date, attempts=3 if final else 1):
-                    remaining.append(part)
+        remaining = self._write_tables(self._pending, f"part-{uuid.uuid4().hex}.parquet", attempts)
+        self._count_written(self._pending_rows - sum(t.num_rows for t in remaining))
         if remaining and not final:
             self._pending = remaining
             self._pending_rows = sum(t.num_rows for t in remaining)
@@ -203,10 +401,37 @@ class PredictionLogWriter:
                 self.metrics.log_dropped.inc(lost)
         self._pending, self._pending_rows = [], 0
 
-    def _write(self, table, date: str, attempts: int = 1) -> bool:
+    def _count_written(self, rows: int) -> None:
+        self.rows_written += rows
+        if self.metrics and rows:
+            self.metrics.log_rows.inc(rows)
+
+    def _write_tables(self, tables, name: str, attempts: int) -> list:
+        """Write ``tables`` as ``date=D/<name>`` per day; returns the day tables that failed."""
+        import numpy as np
+        import pyarrow as pa
+
+        try:
+            merged = [pa.concat_tables(tables, promote_options="permissive")]
+        except Exception:  # noqa: BLE001
+            log.exception("prediction log: incompatible chunks; writing them separately")
+            merged = list(tables)
+        failed = []
+        for i, table in enumerate(merged):
+            # Separately written incompatible tables need distinct names within a day.
+            part_name = name if len(merged) == 1 else name.replace(".parquet", f"-{i}.parquet")
+            days = (table.column("timestamp").cast(pa.int64()).to_numpy() // _US_PER_DAY)
+            unique_days = np.unique(days)
+            for day in unique_days:
+                part = table.filter(pa.array(days == day)) if len(unique_days) > 1 else table
+                date = _date.fromordinal(_EPOCH_ORDINAL + int(day)).isoformat()
+                if not self._write(part, date, part_name, attempts):
+                    failed.append(part)
+        return failed
+
+    def _write(self, table, date: str, name: str, attempts: int = 1) -> bool:
         import pyarrow.parquet as pq
 
-        name = f"part-{uuid.uuid4().hex}.parquet"
         for attempt in range(attempts):
             try:
                 if self.root_uri.startswith("s3://"):
@@ -225,9 +450,6 @@ class PredictionLogWriter:
                     with open(tmp, "rb+") as fh:
                         os.fsync(fh.fileno())
                     os.replace(tmp, os.path.join(directory, name))
-                self.rows_written += table.num_rows
-                if self.metrics:
-                    self.metrics.log_rows.inc(table.num_rows)
                 return True
             except Exception:  # noqa: BLE001
                 log.exception("prediction log: writing %d rows failed (attempt %d)", table.num_rows, attempt + 1)

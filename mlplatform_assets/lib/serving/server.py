@@ -7,24 +7,47 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
 
 import orjson
 
-from .app import ServingApp, create_app, harden_process_env
-from .settings import ServingSettings
+from .app import ServingApp, create_app, harden_process_env, tune_serving_process
+from .errors import ServingConfigError
+from .settings import ENV_MAX_CONNECTIONS, ServingSettings
 
 log = logging.getLogger("mlplatform.serving")
 
 _THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# File descriptors a serving process needs besides its client connections (store, model files, log).
+_FD_RESERVE = 256
 
 
-def _uvicorn_kwargs(host: str, port: int, log_level: str) -> dict:
-    return dict(host=host, port=port, loop="uvloop", http="httptools", lifespan="on", access_log=False,
-                log_level=log_level, timeout_graceful_shutdown=30, timeout_keep_alive=15, backlog=4096,
-                server_header=False)
+def _uvicorn_kwargs(host: str, port: int, log_level: str, settings: ServingSettings) -> dict:
+    from .protocol import GuardedHttpToolsProtocol
+
+    # ws="none": uvicorn never upgrades; the protocol answers upgrade requests with 400.
+    return dict(host=host, port=port, loop="uvloop", http=GuardedHttpToolsProtocol, ws="none", lifespan="on",
+                access_log=False, log_level=log_level, timeout_graceful_shutdown=settings.drain_timeout_s,
+                timeout_keep_alive=settings.keep_alive_timeout_s, backlog=4096, server_header=False)
+
+
+def ensure_fd_limit(settings: ServingSettings) -> None:
+    """Raise this process's open-file soft limit to fit the connection cap, or refuse to start."""
+    import resource
+
+    need = settings.max_connections + settings.overflow_connections + _FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise ServingConfigError(
+            f"{ENV_MAX_CONNECTIONS}={settings.max_connections} needs {need} open files (the cap, "
+            f"{settings.overflow_connections} probe-only connections beyond it, {_FD_RESERVE} for the process) but "
+            f"the hard limit is {hard}: lower {ENV_MAX_CONNECTIONS} or raise the limit (ulimit -n)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 def serve(model_name: str, host: str = "127.0.0.1", port: int = 8080, workers: int = 1, config=None,
@@ -32,17 +55,23 @@ def serve(model_name: str, host: str = "127.0.0.1", port: int = 8080, workers: i
           revoked_api_keys: list[str] | None = None, api_keys_file: str | None = None,
           revoked_api_keys_file: str | None = None, max_body_bytes: int | None = None, max_rows: int | None = None,
           batch_window_ms: float | None = None, max_batch_rows: int | None = None,
-          prediction_log: bool | None = None, alias: str | None = None, log_level: str = "info") -> None:
+          prediction_log: bool | None = None, alias: str | None = None, log_level: str = "info",
+          **overrides) -> None:
     """Serve ``models:/<model_name>@champion`` over HTTP until SIGINT/SIGTERM (blocking).
 
     Every ``None`` argument falls back to its ``MLPLATFORM_SERVING_*`` / ``MLPLATFORM_API_KEYS*``
-    environment variable, then to the default (see docs/serving.md). ``workers > 1`` starts that
-    many processes (uvicorn's supervisor), each loading the model and polling the registry;
-    metrics are then aggregated with prometheus_client's multiprocess mode.
-    On SIGTERM uvicorn stops accepting connections, completes in-flight requests (up to 30 s),
-    then each worker flushes its prediction log.
+    environment variable, then to the default (see docs/serving.md); ``overrides`` are further
+    :meth:`ServingSettings.resolve` arguments (``allow_unauthenticated``, ``max_connections``,
+    ``log_spool_dir``, the other limits). Raises ServingConfigError before listening if a setting is
+    invalid, no API key is configured without ``allow_unauthenticated``, or a key file is unreadable.
+    ``workers > 1`` starts that many processes (uvicorn's supervisor), each loading the model and
+    polling the registry; metrics are then aggregated with prometheus_client's multiprocess mode.
+    On SIGTERM uvicorn stops accepting connections, completes in-flight requests (up to
+    ``drain_timeout_s``, default 20 s), then each worker flushes its prediction log.
     """
     import uvicorn
+
+    from .auth import ApiKeyAuth
 
     if config is None:
         from mlplatform_assets.lib.config import load_config
@@ -52,14 +81,17 @@ def serve(model_name: str, host: str = "127.0.0.1", port: int = 8080, workers: i
         model_name, poll_interval_s=poll_interval_s, api_keys=api_keys, revoked_api_keys=revoked_api_keys,
         api_keys_file=api_keys_file, revoked_api_keys_file=revoked_api_keys_file, max_body_bytes=max_body_bytes,
         max_rows=max_rows, batch_window_ms=batch_window_ms, max_batch_rows=max_batch_rows,
-        prediction_log=prediction_log, alias=alias)
+        prediction_log=prediction_log, alias=alias, **overrides)
     if workers < 1:
-        raise ValueError("workers must be >= 1")
+        raise ServingConfigError("workers must be >= 1")
+    ApiKeyAuth.from_settings(settings)  # unreadable key files stop us here, before any worker starts
+    ensure_fd_limit(settings)
     for k, v in _THREAD_ENV.items():
         os.environ.setdefault(k, v)
     harden_process_env()
+    tune_serving_process()
     _configure_logging(log_level)
-    kwargs = _uvicorn_kwargs(host, port, log_level)
+    kwargs = _uvicorn_kwargs(host, port, log_level, settings)
     if workers == 1:
         server = uvicorn.Server(uvicorn.Config(create_app(model_name, config, settings), **kwargs))
         server.run()
@@ -96,7 +128,7 @@ class ThreadedServer:
         self.app = app
         self.host = host
         self.port = port or free_port(host)
-        self.server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_kwargs(host, self.port, log_level)))
+        self.server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_kwargs(host, self.port, log_level, app.settings)))
         self.thread = threading.Thread(target=self.server.run, name="mlplatform-serving-uvicorn", daemon=True)
 
     @property
@@ -141,16 +173,33 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--max-rows", type=int, default=None)
     parser.add_argument("--batch-window-ms", type=float, default=None)
     parser.add_argument("--no-prediction-log", action="store_true")
+    parser.add_argument("--log-spool-dir", default=None,
+                        help="append every logged batch to a local spool here before answering (bounded loss on "
+                             "SIGKILL; env MLPLATFORM_SERVING_LOG_SPOOL_DIR)")
+    parser.add_argument("--max-connections", type=int, default=None,
+                        help="open connections served in full (env MLPLATFORM_SERVING_MAX_CONNECTIONS, default 2048)")
+    parser.add_argument("--allow-unauthenticated", action="store_true", default=None,
+                        help="serve without API keys (env MLPLATFORM_SERVING_AUTH=off); without keys and without "
+                             "this the server refuses to start")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
 
 def run_from_args(args: argparse.Namespace) -> None:
-    """Run ``serve`` from parsed :func:`add_serve_arguments` arguments (API keys only via env/file)."""
-    serve(args.model, host=args.host, port=args.port, workers=args.workers, poll_interval_s=args.poll_interval_s,
-          alias=args.alias, api_keys_file=args.api_keys_file, revoked_api_keys_file=args.revoked_api_keys_file,
-          max_body_bytes=args.max_body_bytes, max_rows=args.max_rows, batch_window_ms=args.batch_window_ms,
-          prediction_log=False if args.no_prediction_log else None, log_level=args.log_level)
+    """Run ``serve`` from parsed :func:`add_serve_arguments` arguments (API keys only via env/file).
+
+    A configuration error is printed (no traceback) and exits with status 2.
+    """
+    try:
+        serve(args.model, host=args.host, port=args.port, workers=args.workers, poll_interval_s=args.poll_interval_s,
+              alias=args.alias, api_keys_file=args.api_keys_file, revoked_api_keys_file=args.revoked_api_keys_file,
+              max_body_bytes=args.max_body_bytes, max_rows=args.max_rows, batch_window_ms=args.batch_window_ms,
+              prediction_log=False if args.no_prediction_log else None, log_level=args.log_level,
+              allow_unauthenticated=args.allow_unauthenticated, max_connections=args.max_connections,
+              log_spool_dir=args.log_spool_dir)
+    except ServingConfigError as exc:
+        print(f"mlplatform serve: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(argv=None) -> None:

@@ -29,10 +29,12 @@ def restore_env():
 
 
 def start_server(config, model=MODEL, **overrides) -> ThreadedServer:
+    """A server in a thread; without keys unless the test passes some (then authentication is on)."""
     overrides.setdefault("poll_interval_s", 0.2)
     overrides.setdefault("log_flush_interval_s", 0.2)
     overrides.setdefault("api_keys", [])
     overrides.setdefault("revoked_api_keys", [])
+    overrides.setdefault("allow_unauthenticated", not (overrides["api_keys"] or overrides.get("api_keys_file")))
     return ThreadedServer(create_app(model, config, **overrides)).start(wait_model=True)
 
 

@@ -90,7 +90,7 @@ def test_pickle_models_are_refused_and_flag_is_off(store, restore_env):
     T.register_model(store, name, "logreg", n_rows=300, serialization_format="cloudpickle")
     from mlplatform_assets.lib.serving import ThreadedServer, create_app
 
-    app = create_app(name, store, poll_interval_s=0.2, prediction_log=False)
+    app = create_app(name, store, poll_interval_s=0.2, prediction_log=False, allow_unauthenticated=True)
     srv = ThreadedServer(app).start()
     try:
         assert os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"

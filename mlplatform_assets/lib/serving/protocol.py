@@ -1,0 +1,292 @@
+"""HTTP/1.1 connections with limits: uvicorn's httptools protocol plus the guards it lacks.
+
+uvicorn 0.54 with httptools has no limit on header size or header time, never closes a
+connection that sends nothing, has no minimum body rate, and its only connection limit
+(``limit_concurrency``) answers 503 to every request, health probes included. This subclass adds:
+
+* header size: request line + headers over ``max_header_bytes`` -> 431, then close;
+* header deadline: a new connection that sends nothing within ``header_timeout_s`` is closed; a
+  request whose headers are not complete ``header_timeout_s`` after its first byte gets 408;
+* body rate: from ``body_timeout_s`` after the headers on, the body must have arrived at
+  ``min_body_rate`` bytes/s on average, else 408 (a stalled body is cut after ``body_timeout_s``);
+* connection cap: a connection opened beyond ``max_connections`` may only reach the probe routes
+  (kubelet opens a new connection for every probe, so probes keep working while the server is
+  full; Prometheus likewise per scrape) and is closed after that one answer; any other request
+  on it gets 503. Beyond ``max_connections + overflow_connections`` a connection gets 503 at once;
+* upgrades (WebSocket, h2c, CONNECT) -> 400: llhttp treats every byte after such a request's
+  headers as the new protocol's, so it cannot be served as plain HTTP;
+* lingering close: when the server closes a connection whose request it has not read to the end
+  (413, 503, 431, 408), it sends the answer, shuts down its write side and discards input for up
+  to LINGER_S, so the client reads the answer instead of a connection reset.
+
+A complete request arriving in one read costs a few attribute checks more than uvicorn's own.
+"""
+
+from __future__ import annotations
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from .app import PROBE_PATHS, ServingApp
+from .errors import error_body
+
+LINGER_S = 2.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
+# A connection beyond the cap is only good for a probe, and probes send their request at once.
+PROBE_ONLY_HEADER_TIMEOUT_S = 2.0
+
+# Connection phases. IDLE: no request being received (new, between requests, or the whole
+# request is in and being answered); HEADERS/BODY: receiving that part; CLOSING: answered and
+# closing, input is discarded.
+_IDLE, _HEADERS, _BODY, _CLOSING = range(4)
+_T_NONE, _T_IDLE, _T_HEADERS, _T_BODY, _T_LINGER = range(5)
+
+
+class _Abort(Exception):
+    """Raised from a parser callback to stop parsing a request that has been answered already."""
+
+
+def serving_app_of(app) -> ServingApp:
+    """The ServingApp inside uvicorn's middleware wrappers (each keeps the wrapped app as ``.app``)."""
+    while not isinstance(app, ServingApp):
+        app = getattr(app, "app", None)
+        if app is None:
+            raise TypeError("GuardedHttpToolsProtocol needs a ServingApp")
+    return app
+
+
+class _GuardedTransport:
+    """The transport uvicorn's request cycle writes to: ``close()`` goes through the protocol."""
+
+    __slots__ = ("_raw", "_protocol")
+
+    def __init__(self, raw, protocol: "GuardedHttpToolsProtocol"):
+        self._raw = raw
+        self._protocol = protocol
+
+    def write(self, data) -> None:
+        self._raw.write(data)
+
+    def close(self) -> None:
+        self._protocol.close_connection()
+
+    def is_closing(self) -> bool:
+        return self._protocol._phase == _CLOSING or self._raw.is_closing()
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, config, server_state, app_state, _loop=None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        serving = serving_app_of(self.app)
+        self.limits = serving.settings
+        self.metrics = serving.metrics
+        self._raw = None
+        self._phase = _IDLE
+        self._timer = None
+        self._timer_kind = _T_NONE
+        self._header_bytes = 0  # bytes of the current request's earlier reads while its headers were incomplete
+        self._chunk_len = 0
+        self._body_bytes = 0
+        self._body_started = 0.0
+        self._probe_only = False
+        self._discarded = 0
+
+    # -- connection -----------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._raw = transport
+        self.transport = _GuardedTransport(transport, self)
+        self.metrics.open_connections.inc()
+        limits = self.limits
+        open_now = len(self.connections)
+        if open_now > limits.max_connections:
+            if open_now > limits.max_connections + limits.overflow_connections:
+                self._reject(503, "overloaded", "the server has too many open connections; retry shortly",
+                             "over_capacity", retry_after=True)
+                return
+            self._probe_only = True
+        self._arm(_T_IDLE, PROBE_ONLY_HEADER_TIMEOUT_S if self._probe_only else limits.header_timeout_s)
+
+    def connection_lost(self, exc) -> None:
+        self._cancel_timer()
+        self._phase = _CLOSING
+        self.metrics.open_connections.dec()
+        super().connection_lost(exc)
+
+    def close_connection(self) -> None:
+        """Close now, or linger if the client may still be sending the request we answered."""
+        if self._phase in (_HEADERS, _BODY):
+            self._linger()
+        else:
+            self._phase = _CLOSING
+            self._cancel_timer()
+            self._raw.close()
+
+    def shutdown(self) -> None:
+        cycle = self.cycle
+        if self._phase == _CLOSING or (self._phase != _BODY and (cycle is None or cycle.response_complete)):
+            # Nothing is being answered: a half-sent request (slowloris) must not delay the drain.
+            self._phase = _CLOSING
+            self._cancel_timer()
+            self._raw.close()
+        else:
+            super().shutdown()
+
+    # -- input ----------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._phase == _CLOSING:
+            self._discarded += len(data)
+            if self._discarded > LINGER_MAX_BYTES:
+                self._raw.close()
+            return
+        self._unset_keepalive_if_required()
+        self._chunk_len = len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._phase != _CLOSING:  # normally answered from on_headers_complete already
+                self._reject_upgrade()
+            return
+        except httptools.HttpParserError:
+            if self._phase != _CLOSING:
+                self.logger.warning("Invalid HTTP request received.")
+                self._reject(400, "invalid_http", "the request is not valid HTTP/1.1", None)
+            return
+        phase = self._phase
+        if phase == _HEADERS:
+            self._header_bytes += len(data)
+            if self._header_bytes > self.limits.max_header_bytes:
+                self._reject_header_too_large()
+            elif self._timer_kind != _T_HEADERS:
+                self._arm(_T_HEADERS, PROBE_ONLY_HEADER_TIMEOUT_S if self._probe_only else self.limits.header_timeout_s)
+        elif phase == _BODY:
+            if self._timer_kind != _T_BODY:
+                self._body_started = self.loop.time()
+                self._arm(_T_BODY, self.limits.body_timeout_s)
+        elif self._answering():
+            if self._timer is not None:  # the whole request is in: no deadline while we answer it
+                self._cancel_timer()
+        elif self._timer_kind != _T_IDLE:
+            # Bytes that start no request (stray CRLFs) must not keep a connection open forever.
+            self._arm(_T_IDLE, self.limits.keep_alive_timeout_s)
+
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase = _HEADERS
+        self._header_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        limits = self.limits
+        if self._header_bytes + self._chunk_len > limits.max_header_bytes and (
+                len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers) > limits.max_header_bytes):
+            self._reject_header_too_large()
+            raise _Abort()
+        if self.parser.should_upgrade():
+            self._reject_upgrade()
+            raise _Abort()
+        if self._probe_only and httptools.parse_url(self.url).path not in PROBE_PATHS:
+            self._reject(503, "overloaded", "the server has too many open connections; only /healthz, /readyz and "
+                         "/metrics are answered on this one; retry shortly", "probe_only", retry_after=True)
+            raise _Abort()
+        super().on_headers_complete()
+        if self._probe_only:
+            self.cycle.keep_alive = False
+        self._phase = _BODY
+        self._body_bytes = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._phase = _IDLE
+        super().on_message_complete()
+
+    # -- limits ---------------------------------------------------------------------------
+    def _reject_header_too_large(self) -> None:
+        self._reject(431, "header_too_large", f"the request line and headers exceed "
+                     f"{self.limits.max_header_bytes} bytes", "header_too_large")
+
+    def _reject_upgrade(self) -> None:
+        self._reject(400, "upgrade_not_supported", "protocol upgrades (WebSocket, h2c) and CONNECT are not "
+                     "supported; send plain HTTP/1.1 requests", "upgrade")
+
+    def _on_timer(self) -> None:
+        kind, self._timer, self._timer_kind = self._timer_kind, None, _T_NONE
+        phase = self._phase
+        if kind == _T_LINGER:
+            self._raw.close()
+        elif kind == _T_IDLE and phase == _IDLE and not self._answering():
+            self.metrics.rejections.labels("idle_timeout").inc()
+            self.close_connection()
+        elif kind == _T_HEADERS and phase == _HEADERS:
+            self._reject(408, "header_timeout", f"the request headers did not arrive within "
+                         f"{self.limits.header_timeout_s:g}s", "header_timeout")
+        elif kind == _T_BODY and phase == _BODY:
+            self._check_body_rate()
+
+    def _check_body_rate(self) -> None:
+        limits = self.limits
+        now = self.loop.time()
+        if self.flow.read_paused:
+            # We stopped reading (the app has not consumed what arrived): not the client's fault.
+            self._body_started, self._body_bytes = now, 0
+            self._arm(_T_BODY, limits.body_timeout_s)
+            return
+        elapsed = now - self._body_started
+        if self._body_bytes >= limits.min_body_rate * elapsed:
+            # Check again when the average would fall below the minimum if nothing more arrived.
+            self._arm(_T_BODY, max(1.0, self._body_bytes / limits.min_body_rate - elapsed))
+            return
+        answered = self.cycle is not None and self.cycle.response_started
+        self._reject(408, "body_timeout", f"the request body arrived slower than {limits.min_body_rate} bytes/s",
+                     "body_timeout", write=not answered)
+
+    def _reject(self, status: int, code: str, message: str, reason: str | None, *, retry_after: bool = False,
+                write: bool = True) -> None:
+        """Answer with a JSON error (unless ``write`` is False) and close, lingering."""
+        if reason:
+            self.metrics.rejections.labels(reason).inc()
+        cycle = self.cycle
+        if self._phase == _BODY and cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the app now sees http.disconnect and cannot answer too
+            cycle.message_event.set()
+        if write:
+            body = error_body(code, message)
+            head = [STATUS_LINE[status], b"content-type: application/json\r\n",
+                    b"content-length: %d\r\n" % len(body), b"connection: close\r\n"]
+            if retry_after:
+                head.append(b"retry-after: 1\r\n")
+            head.append(b"\r\n")
+            head.append(body)
+            self._raw.write(b"".join(head))
+        self._linger()
+
+    def _linger(self) -> None:
+        self._phase = _CLOSING
+        self._discarded = 0
+        raw = self._raw
+        if raw.is_closing():
+            return
+        if raw.can_write_eof():
+            raw.write_eof()  # FIN after the answer; the client's EOF then closes us (eof_received)
+        self.flow.resume_reading()
+        self._arm(_T_LINGER, LINGER_S)
+
+    def _arm(self, kind: int, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(delay, self._on_timer)
+        self._timer_kind = kind
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_kind = _T_NONE
