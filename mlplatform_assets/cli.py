@@ -328,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         s.add_argument("--model", required=True)
     s.set_defaults(fn=cmd_serve)
+
+    from mlplatform_assets.stack.command import add_stack_parser
+
+    add_stack_parser(sub)
     return p
 
 
