@@ -13,12 +13,14 @@ from mlplatform_assets.defs.monitoring.assets import build_monitoring_assets, mo
 from mlplatform_assets.defs.monitoring.schedules import build_monitoring_schedules
 from mlplatform_assets.defs.monitoring.sensors import build_monitoring_sensors, build_run_failure_sensor
 from mlplatform_assets.defs.resources import build_resources
+from mlplatform_assets.lib.alerts import load_alert_sinks
 from mlplatform_assets.lib.config import PlatformConfig, load_config
 from mlplatform_assets.lib.spec import ModelSpec, load_specs
 
 
 def build_definitions(config: PlatformConfig | None = None, specs: list[ModelSpec] | None = None) -> dg.Definitions:
     config = config or load_config()
+    load_alert_sinks()  # a malformed alert sink variable fails the location load, naming the variable
     specs = specs if specs is not None else load_specs(config.models_dir, config.state_dir)
     assets: list = []
     jobs: list = []

@@ -561,7 +561,7 @@ def build_run_failure_sensor() -> dg.SensorDefinition:
         name=RUN_FAILURE_SENSOR_NAME, minimum_interval_seconds=sensor_interval_s(),
         default_status=sensors_default_status(default="running"),
         description="Writes a run_failure alert (model, failed steps/assets, error) for every failed run of any "
-                    "job in this code location; webhook delivery when MLPLATFORM_ALERT_WEBHOOK_URL is set.",
+                    "job in this code location, delivered to every configured alert sink (docs/monitoring.md).",
     )
     def run_failure_alert(context: dg.RunFailureSensorContext, platform: PlatformResource) -> None:
         run = context.dagster_run

@@ -1,0 +1,1 @@
+"""One module per alert sink; every module here is imported by :func:`..sink.sink_types`."""
