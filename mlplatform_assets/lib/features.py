@@ -99,8 +99,22 @@ def needs_scaling(spec: ModelSpec) -> bool:
     return spec.estimator.class_path.startswith(_SCALE_SENSITIVE_MODULES)
 
 
+# Defaults for model families outside scikit-learn, unless the spec sets them: LightGBM otherwise prints
+# a line per tree ("No further splits...") into every training log.
+_FAMILY_DEFAULT_PARAMS = {"lightgbm": {"verbose": -1}}
+CUSTOM_STEP_PREFIX = "custom_"
+
+
 def build_pipeline(spec: ModelSpec, numeric: list[str], categorical: list[str]) -> Pipeline:
-    """Imputation, one-hot for categoricals, scaling where the estimator needs it, then the estimator."""
+    """The spec's custom transformers (``features.transformers``, in order), then imputation, one-hot for
+    categoricals and scaling where the estimator needs it, then the estimator.
+
+    Custom transformers see the input feature columns as a DataFrame and add the columns their ``adds``
+    declares; those join ``numeric``/``categorical`` in the standard preprocessing.
+    """
+    added = spec.features.added_numeric + spec.features.added_categorical
+    numeric = [c for c in numeric if c not in added] + spec.features.added_numeric
+    categorical = [c for c in categorical if c not in added] + spec.features.added_categorical
     num_steps: list = [("impute", SimpleImputer(strategy="median"))]
     if needs_scaling(spec):
         num_steps.append(("scale", StandardScaler()))
@@ -117,8 +131,8 @@ def build_pipeline(spec: ModelSpec, numeric: list[str], categorical: list[str]) 
         transformers.append(("numeric", Pipeline(num_steps), list(numeric)))
     if categorical:
         transformers.append(("categorical", Pipeline(cat_steps), list(categorical)))
-    params = dict(spec.estimator.params)
     cls = spec.estimator.load_class()
+    params = {**_FAMILY_DEFAULT_PARAMS.get(cls.__module__.split(".")[0], {}), **spec.estimator.params}
     # Seeds are part of the spec: estimators that take one get it, so retraining is reproducible.
     if "random_state" in cls().get_params() and "random_state" not in params:
         params["random_state"] = spec.training.seed
@@ -126,4 +140,29 @@ def build_pipeline(spec: ModelSpec, numeric: list[str], categorical: list[str]) 
         estimator = cls(**params)
     except TypeError as exc:
         raise ValueError(f"estimator.params: {exc}") from None
-    return Pipeline([("preprocess", ColumnTransformer(transformers, remainder="drop")), ("model", estimator)])
+    custom = [(f"{CUSTOM_STEP_PREFIX}{i}", t.build()) for i, t in enumerate(spec.features.transformers)]
+    return Pipeline([*custom, ("preprocess", ColumnTransformer(transformers, remainder="drop")), ("model", estimator)])
+
+
+def fit_pipeline(spec: ModelSpec, pipeline: Pipeline, X: pd.DataFrame, y: pd.Series) -> Pipeline:
+    """``pipeline.fit(X, y)``, checking each custom transformer's output on the way (what Pipeline.fit does,
+    step by step), so a plugin that drops a column or returns an array fails naming itself and the column."""
+    n_custom = len(spec.features.transformers)
+    Xt = X
+    for i, transformer_spec in enumerate(spec.features.transformers):
+        step = pipeline.steps[i][1]
+        Xt = step.fit_transform(Xt, y)
+        _check_custom_output(i, transformer_spec.class_path, Xt, [*X.columns, *transformer_spec.adds.all])
+    pipeline[n_custom:].fit(Xt, y)
+    return pipeline
+
+
+def _check_custom_output(index: int, class_path: str, output: object, expected: list[str]) -> None:
+    where = f"features.transformers.{index} ({class_path})"
+    if not isinstance(output, pd.DataFrame):
+        raise ValueError(f"{where}: transform returned {type(output).__name__}; it must return a pandas "
+                         "DataFrame holding its input columns plus the columns it adds")
+    missing = [c for c in expected if c not in output.columns]
+    if missing:
+        raise ValueError(f"{where}: transform output lacks column(s) {missing} (its input columns must pass "
+                         "through, and every column in adds must be present)")

@@ -20,6 +20,14 @@ module, and accepts a file only if
   the helper classes fitted pipelines hold, containers, numpy arrays/scalars/dtypes;
 - every type skops itself reports as untrusted is one the policy accepted.
 
+Model families outside scikit-learn (LightGBM, XGBoost) add their exact classes only while the family's
+package is installed: their boosters' state is data (LightGBM's model text, XGBoost's raw model bytes)
+that ``__setstate__`` hands to the library's own model parser, so no Python callable is ever rebuilt.
+
+Operator-trusted plugin modules (``MLPLATFORM_TRUSTED_MODULES``, the same setting that lets a spec name
+them) admit their scikit-learn estimator/transformer classes; :func:`policy_from_environment` is the one
+place that turns that configuration into the policy every loader and the registration check use.
+
 Operators can add exact *class* names (``TrustPolicy.with_extra_types``), e.g. a KD-tree for a
 nearest-neighbours model. Extra classes are only ever instantiated the way estimators are (``__new__``
 plus their saved state), never called; functions, metaclasses and classes from modules that start
@@ -35,7 +43,7 @@ import io
 import json
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -92,8 +100,28 @@ _CALLABLE_NODE_KINDS = {
     "PartialNode": "a functools.partial",
     "OperatorFuncNode": "an operator function (attrgetter/itemgetter/methodcaller/call)",
     "ConstructorFromReduceNode": "a constructor call from __reduce__",
-    "DefaultDictNode": "a defaultdict whose factory is a callable",
 }
+
+# Model families outside scikit-learn: package -> node kind -> exact type names. Applied only when the
+# package is installed (a family that is not installed cannot be loaded anyway, and its names then mean
+# nothing). Every ObjectNode class here is rebuilt by ``__new__`` plus its saved state.
+MODEL_FAMILY_TYPES: dict[str, dict[str, frozenset[str]]] = {
+    "lightgbm": {
+        "ObjectNode": frozenset({"lightgbm.sklearn.LGBMClassifier", "lightgbm.sklearn.LGBMRegressor",
+                                 "lightgbm.basic.Booster"}),
+        # Booster.best_score is a defaultdict(OrderedDict); see _DEFAULTDICT_FACTORIES.
+        "DefaultDictNode": frozenset({"collections.defaultdict"}),
+        "TypeNode": frozenset({"collections.OrderedDict"}),
+    },
+    "xgboost": {
+        "ObjectNode": frozenset({"xgboost.sklearn.XGBClassifier", "xgboost.sklearn.XGBRegressor",
+                                 "xgboost.core.Booster"}),
+        "BytearrayNode": frozenset({"builtins.bytearray"}),  # the booster's serialized model
+    },
+}
+# A defaultdict's factory is set (not called) while loading and called later for a missing key, so only
+# plain container types may be factories: any other factory is refused like a function.
+_DEFAULTDICT_FACTORIES = frozenset({"collections.OrderedDict"})
 
 # Modules whose classes an operator may not add: they start processes, open files or sockets, import
 # or run code, or (de)serialize with pickle. Matched on the first component of the module path.
@@ -132,9 +160,24 @@ def _numpy_scalar_classes() -> frozenset[str]:
                      if getattr(np, cls.__name__, None) is cls)
 
 
+def installed_model_families() -> list[str]:
+    """The model families (packages in MODEL_FAMILY_TYPES) installed here; found without importing them."""
+    import importlib.util
+
+    return [family for family in MODEL_FAMILY_TYPES if importlib.util.find_spec(family) is not None]
+
+
 @functools.lru_cache(maxsize=1)
 def _allowed_types_by_node_kind() -> dict[str, frozenset[str]]:
     """For each node kind the policy loads: the exact type names a node of that kind may name."""
+    allowed = dict(_base_types_by_node_kind())
+    for family in installed_model_families():
+        for kind, names in MODEL_FAMILY_TYPES[family].items():
+            allowed[kind] = allowed.get(kind, frozenset()) | names
+    return allowed
+
+
+def _base_types_by_node_kind() -> dict[str, frozenset[str]]:
     numpy_scalars = _numpy_scalar_classes()
     return {
         "ObjectNode": _sklearn_estimator_classes() | _SKLEARN_HELPER_CLASSES,
@@ -165,9 +208,11 @@ def _skops_protocol() -> int:
 
 @dataclass(frozen=True)
 class TrustPolicy:
-    """The allow-list plus operator-added exact class names (see :meth:`with_extra_types`)."""
+    """The allow-list plus operator-added exact class names (see :meth:`with_extra_types`) and the
+    operator-trusted plugin module prefixes (see :func:`policy_from_environment`)."""
 
     extra_classes: frozenset[str] = frozenset()
+    trusted_modules: tuple[str, ...] = ()
 
     @classmethod
     def with_extra_types(cls, names: Iterable[str], source: str = "extra trusted types") -> "TrustPolicy":
@@ -208,9 +253,25 @@ class TrustPolicy:
                 refused.add(f"{name} ({_CALLABLE_NODE_KINDS[kind]}: never loaded)")
             elif kind not in allowed:
                 refused.add(f"{name} (node kind {kind} is not loaded)")
-            elif name not in allowed[kind] and not (kind == "ObjectNode" and name in self.extra_classes):
+            elif kind == "ObjectNode" and name not in allowed[kind]:
+                reason = self._object_refusal(module, name)
+                if reason:
+                    refused.add(f"{name} ({reason})")
+            elif name not in allowed[kind]:
                 refused.add(name)
+            elif kind == "DefaultDictNode" and _defaultdict_factory(node) not in _DEFAULTDICT_FACTORIES:
+                refused.add(f"{name} with factory {_defaultdict_factory(node)} (only container types are "
+                            "loaded as defaultdict factories)")
         return sorted(refused)
+
+    def _object_refusal(self, module: str, name: str) -> str | None:
+        """Why an instance of ``name`` (not on the built-in allow-list) is refused, or None to accept it."""
+        if name in self.extra_classes:
+            return None
+        if _in_modules(module, self.trusted_modules):
+            return _plugin_class_refusal(name)
+        return (f"not an allowed class; a custom class loads only from a module listed in {ENV_TRUSTED_MODULES}"
+                f" (trusted now: {', '.join(self.trusted_modules) or 'none'})")
 
     def check(self, data: bytes, what: str) -> list[str]:
         """Audit a skops file's bytes; returns the skops-level trusted list to load it with.
@@ -258,6 +319,37 @@ def _nodes(schema: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
                 yield value
 
 
+def _defaultdict_factory(node: Mapping[str, Any]) -> str:
+    factory = node.get("content", {}).get("default_factory") if isinstance(node.get("content"), dict) else None
+    if not isinstance(factory, dict) or factory.get("__loader__") != "TypeNode":
+        return "(not a type)"
+    return f"{factory.get('__module__')}.{factory.get('__class__')}"
+
+
+def _in_modules(module: str, prefixes: Iterable[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+@functools.lru_cache(maxsize=256)
+def _plugin_class_refusal(name: str) -> str | None:
+    """Why a class from a trusted plugin module is refused (not a scikit-learn estimator class), or None.
+
+    Importing the module is acceptable: the operator trusts it, and spec validation imports it too.
+    """
+    module_name, _, attr = name.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is a refused class, not a crash
+        return f"cannot be imported from trusted module {module_name} ({type(exc).__name__})"
+    from sklearn.base import BaseEstimator
+
+    if not inspect.isclass(obj) or issubclass(obj, type) or not issubclass(obj, BaseEstimator):
+        return "not a scikit-learn estimator or transformer class (only those load from trusted modules)"
+    if _type_name(obj) != name:
+        return f"an alias of {_type_name(obj)}"
+    return None
+
+
 def _extra_type_refusal(name: str) -> str | None:
     """Why an operator-supplied extra trusted type is refused, or None if it is an acceptable class."""
     if not isinstance(name, str) or not _DOTTED_NAME.fullmatch(name):
@@ -280,17 +372,74 @@ def _extra_type_refusal(name: str) -> str | None:
 
 
 DEFAULT_POLICY = TrustPolicy()
+# The platform setting that trusts plugin modules (estimators and transformers a spec may name, and their
+# classes in model files). Read by lib/spec.trusted_estimator_modules, the one parser of it.
+ENV_TRUSTED_MODULES = "MLPLATFORM_TRUSTED_MODULES"
 
 
-def trusted_types_for(pipeline: Any, policy: TrustPolicy = DEFAULT_POLICY) -> list[str]:
+def policy_from_environment(extra_types: Iterable[str] = (), extra_source: str = "extra trusted types",
+                            environ: Mapping[str, str] | None = None) -> TrustPolicy:
+    """The effective policy: built-in allow-list + installed families + ``MLPLATFORM_TRUSTED_MODULES`` plugin
+    modules + ``extra_types`` (exact classes, e.g. serving's MLPLATFORM_SERVING_TRUSTED_TYPES).
+
+    Every loader and the registration check use this, so a model trained with a plugin loads wherever the
+    same configuration is in force, and is refused (naming the class and the variable) where it is not.
+    Raises TrustedTypeConfigError naming the variable for a bad value.
+    """
+    from .spec import SpecError, trusted_estimator_modules
+
+    try:
+        modules = trusted_estimator_modules(environ)
+    except SpecError as exc:
+        raise TrustedTypeConfigError(str(exc)) from None
+    return replace(TrustPolicy.with_extra_types(extra_types, extra_source), trusted_modules=modules)
+
+
+def trusted_types_for(pipeline: Any, policy: TrustPolicy | None = None) -> list[str]:
     """Save-time check: the types skops must be told to trust for this pipeline.
 
-    Raises ModelTrustError if the pipeline holds anything the policy would refuse on load, so such a
-    model is never registered.
+    Raises ModelTrustError if the pipeline holds anything the policy (default: the effective one,
+    :func:`policy_from_environment`) would refuse on load, so such a model is never registered.
     """
     import skops.io
 
+    policy = policy if policy is not None else policy_from_environment()
     return policy.check(skops.io.dumps(pipeline), f"model {type(pipeline).__name__}")
+
+
+# Distributions every saved model needs, pinned from this environment (saves MLflow's slow inference).
+_BASE_REQUIREMENTS = ("scikit-learn", "skops", "numpy", "pandas", "scipy")
+
+
+def pip_requirements_for(pipeline: Any) -> list[str]:
+    """Pinned pip requirements of a model: the base stack plus the distribution of every model family or
+    plugin module whose classes the pipeline holds (e.g. ``lightgbm==4.7.0``, ``acme-features==0.1.0``)."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    dists = list(_BASE_REQUIREMENTS)
+    by_module = packages_distributions()
+    for obj in _pipeline_objects(pipeline):
+        root = type(obj).__module__.split(".")[0]
+        if root in ("sklearn", "numpy", "builtins"):
+            continue
+        dists.extend(by_module.get(root, []))
+    out = []
+    for dist in dict.fromkeys(dists):
+        try:
+            out.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:  # a plugin on sys.path but not installed: nothing to pin
+            continue
+    return out
+
+
+def _pipeline_objects(obj: Any) -> Iterator[Any]:
+    """``obj`` and the estimators nested in it (pipeline steps, column-transformer parts)."""
+    yield obj
+    for _, step in getattr(obj, "steps", []) or []:
+        yield from _pipeline_objects(step)
+    for part in getattr(obj, "transformers_", []) or []:
+        if len(part) >= 2 and not isinstance(part[1], str):
+            yield from _pipeline_objects(part[1])
 
 
 def skops_path(local_dir: str | Path, flavors: Mapping[str, Any], what: str) -> Path:
@@ -308,10 +457,16 @@ def skops_path(local_dir: str | Path, flavors: Mapping[str, Any], what: str) -> 
     return Path(local_dir) / file_name
 
 
-def load_skops_file(path: str | Path, what: str, policy: TrustPolicy = DEFAULT_POLICY) -> Any:
-    """Load a skops file after the policy accepted it. Raises ModelTrustError / ModelFileError."""
+def load_skops_file(path: str | Path, what: str, policy: TrustPolicy | None = None) -> Any:
+    """Load a skops file after the policy (default: :func:`policy_from_environment`) accepted it.
+    Raises ModelTrustError / ModelFileError (TrustedTypeConfigError for a bad trust configuration)."""
     import skops.io
 
+    if policy is None:
+        try:
+            policy = policy_from_environment()
+        except TrustedTypeConfigError as exc:
+            raise ModelTrustError(f"{what}: cannot build the model trust policy: {exc}") from None
     try:
         data = Path(path).read_bytes()
     except OSError as exc:

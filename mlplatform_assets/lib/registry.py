@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .model_io import ModelFileError, load_skops_file, skops_path, trusted_types_for
+from .model_io import ModelFileError, load_skops_file, pip_requirements_for, skops_path, trusted_types_for
 from .storage import append_record
 
 
@@ -99,13 +99,6 @@ def mlflow_uris(settings: MlflowSettings) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _pip_requirements() -> list[str]:
-    """Pinned from this environment; saves MLflow's ~15 s requirement inference per model."""
-    from importlib.metadata import version
-
-    return [f"{dist}=={version(dist)}" for dist in ("scikit-learn", "skops", "numpy", "pandas", "scipy")]
 
 
 def _now() -> str:
@@ -272,7 +265,7 @@ class Registry:
                     mlflow.log_artifact(str(path), None if folder == "." else folder)
                 info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature, input_example=example,
                                                 serialization_format="skops", skops_trusted_types=trusted,
-                                                pip_requirements=_pip_requirements())
+                                                pip_requirements=pip_requirements_for(pipeline))
                 run_id = run.info.run_id
             mv = mlflow.register_model(info.model_uri, model, tags=tags)
         version = str(mv.version)

@@ -28,6 +28,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr,
                       field_validator, model_validator)
 
 from .endpoints import check_endpoint_url
+from .model_io import DANGEROUS_MODULES, ENV_TRUSTED_MODULES
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 
@@ -61,50 +62,90 @@ SKLEARN_ESTIMATOR_MODULES = frozenset(f"sklearn.{m}" for m in (
 # Supported model families outside scikit-learn (their scikit-learn wrappers): module -> package to install.
 MODEL_FAMILY_MODULES = {"lightgbm": "lightgbm", "lightgbm.sklearn": "lightgbm",
                         "xgboost": "xgboost", "xgboost.sklearn": "xgboost"}
-# Operator-trusted plugin modules: platform configuration (never the spec), comma-separated module prefixes.
-ENV_TRUSTED_MODULES = "MLPLATFORM_TRUSTED_MODULES"
+# Operator-trusted plugin modules (ENV_TRUSTED_MODULES): platform configuration (never the spec),
+# comma-separated module prefixes for estimators and feature transformers.
 _DOTTED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 def trusted_estimator_modules(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """Module prefixes the operator trusts for estimator classes (``MLPLATFORM_TRUSTED_MODULES``)."""
+    """Module prefixes the operator trusts for estimator and transformer classes (``MLPLATFORM_TRUSTED_MODULES``);
+    the same prefixes admit those classes in model files (lib/model_io.policy_from_environment)."""
     raw = (os.environ if environ is None else environ).get(ENV_TRUSTED_MODULES, "")
     prefixes = tuple(p.strip() for p in raw.split(",") if p.strip())
     bad = [p for p in prefixes if not _DOTTED_NAME.match(p)]
     if bad:
         raise SpecError(f"{ENV_TRUSTED_MODULES}: {bad} are not module names; expected comma-separated "
                         "dotted module prefixes, e.g. acme_models,acme.ml.estimators")
+    dangerous = [p for p in prefixes if p.split(".")[0] in DANGEROUS_MODULES]
+    if dangerous:
+        raise SpecError(f"{ENV_TRUSTED_MODULES}: {dangerous} can never be trusted (standard-library modules "
+                        "that run code, start processes or touch files); list your plugin packages only")
     return prefixes
+
+
+def _check_class_path(class_path: str, example: str) -> str:
+    """The module part of a public dotted class path; raises ValueError for anything else."""
+    module, _, attr = class_path.rpartition(".")
+    if not module or not _DOTTED_NAME.match(class_path):
+        raise ValueError(f"must be a dotted path like {example}")
+    if attr.startswith("_"):
+        raise ValueError(f"{class_path!r}: {attr} is private, not a public class")
+    return module
+
+
+def _in_trusted(module: str, trusted_modules: Sequence[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in trusted_modules)
+
+
+def _import_class(class_path: str) -> Any:
+    module, _, attr = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except Exception as exc:  # an allowed module may still fail to import (missing attribute, broken plugin)
+        raise ValueError(f"cannot import {class_path!r}: {exc.__class__.__name__}: {exc}") from None
+
+
+def _is_estimator_class(obj: Any, *methods: str) -> bool:
+    from sklearn.base import BaseEstimator
+
+    return (isinstance(obj, type) and issubclass(obj, BaseEstimator)
+            and all(callable(getattr(obj, m, None)) for m in methods))
 
 
 def load_estimator_class(class_path: str, trusted_modules: Sequence[str] = ()) -> type:
     """The estimator class ``class_path`` names. Its module is imported only when it is on the allow-list
     (scikit-learn estimator modules, the lightgbm/xgboost wrappers, or a ``trusted_modules`` prefix), and the
     class must be a scikit-learn estimator with ``fit`` and ``predict``. Raises ValueError saying why not."""
-    module, _, attr = class_path.rpartition(".")
-    if not module or not _DOTTED_NAME.match(class_path):
-        raise ValueError("must be a dotted path like sklearn.linear_model.LogisticRegression")
-    if attr.startswith("_"):
-        raise ValueError(f"{class_path!r}: {attr} is private, not a public estimator class")
-    if not any(module == p or module.startswith(p + ".") for p in trusted_modules):
+    module = _check_class_path(class_path, "sklearn.linear_model.LogisticRegression")
+    if not _in_trusted(module, trusted_modules):
         if module in MODEL_FAMILY_MODULES:
             package = MODEL_FAMILY_MODULES[module]
             if importlib.util.find_spec(package) is None:  # looks the package up without running it
-                raise ValueError(f"{class_path!r}: {package} is not installed (pip install {package})")
+                raise ValueError(f"{class_path!r}: {package} is not installed (pip install 'mlplatform[{package}]')")
         elif module not in SKLEARN_ESTIMATOR_MODULES:
             raise ValueError(
                 f"{class_path!r} is not an allowed estimator: use a scikit-learn estimator "
                 f"(sklearn.<module>.<Class>, modules: {', '.join(sorted(m[8:] for m in SKLEARN_ESTIMATOR_MODULES))}), "
                 f"a lightgbm/xgboost scikit-learn wrapper, or a module the operator trusts in {ENV_TRUSTED_MODULES}")
-    try:
-        obj = getattr(importlib.import_module(module), attr)
-    except Exception as exc:  # an allowed module may still fail to import (missing attribute, broken plugin)
-        raise ValueError(f"cannot import {class_path!r}: {exc.__class__.__name__}: {exc}") from None
-    from sklearn.base import BaseEstimator
-
-    if not (isinstance(obj, type) and issubclass(obj, BaseEstimator)
-            and callable(getattr(obj, "fit", None)) and callable(getattr(obj, "predict", None))):
+    obj = _import_class(class_path)
+    if not _is_estimator_class(obj, "fit", "predict"):
         raise ValueError(f"{class_path!r} is not an estimator (a scikit-learn estimator class with fit and predict)")
+    return obj
+
+
+def load_transformer_class(class_path: str, trusted_modules: Sequence[str] = ()) -> type:
+    """A custom feature transformer class. Only modules under a ``trusted_modules`` prefix
+    (``MLPLATFORM_TRUSTED_MODULES``) are imported; the class must be a scikit-learn ``BaseEstimator``
+    subclass with ``fit`` and ``transform``. Raises ValueError saying why not."""
+    module = _check_class_path(class_path, "acme_features.HolidayFlags")
+    if not _in_trusted(module, trusted_modules):
+        raise ValueError(f"{class_path!r} is not in a trusted module: custom transformers are imported only from "
+                         f"modules the operator lists in {ENV_TRUSTED_MODULES} "
+                         f"(trusted now: {', '.join(trusted_modules) or 'none'})")
+    obj = _import_class(class_path)
+    if not _is_estimator_class(obj, "fit", "transform"):
+        raise ValueError(f"{class_path!r} is not a transformer (a scikit-learn BaseEstimator subclass with fit "
+                         "and transform)")
     return obj
 
 
@@ -118,9 +159,10 @@ def build_estimator(cls: type, params: Mapping[str, Any]) -> Any:
             raise ValueError(f"unknown parameter(s) {unknown} for {cls.__name__}; it accepts {sorted(accepted)}")
     try:
         estimator = cls(**params)
-        validate = getattr(estimator, "_validate_params", None)  # scikit-learn's type and range checks
-        if validate is not None:
-            validate()
+        # scikit-learn's type and range checks, for classes that declare constraints (plugins and other
+        # families often do not, and BaseEstimator._validate_params then fails on the missing attribute).
+        if hasattr(estimator, "_parameter_constraints") and hasattr(estimator, "_validate_params"):
+            estimator._validate_params()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{cls.__name__}: {exc}") from None
     return estimator
@@ -208,11 +250,52 @@ class TargetSpec(_Strict):
     )
 
 
+class AddedColumns(_Strict):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+class TransformerSpec(_Strict):
+    """A custom feature transformer from an operator-trusted module, run before the standard preprocessing.
+
+    It receives the model's input features as a DataFrame and must return a DataFrame that still holds
+    them plus the columns listed in ``adds``; those columns are imputed/encoded/scaled like declared ones.
+    """
+
+    class_path: str = Field(description="e.g. acme_features.HolidayFlags (module in MLPLATFORM_TRUSTED_MODULES)")
+    params: dict[str, Any] = Field(default_factory=dict)
+    adds: AddedColumns = Field(default_factory=AddedColumns,
+                               description="Columns the transformer adds: numeric and/or categorical")
+
+    @field_validator("class_path")
+    @classmethod
+    def _trusted_transformer(cls, v: str, info: ValidationInfo) -> str:
+        load_transformer_class(v, _trusted(info))
+        return v
+
+    @field_validator("params")
+    @classmethod
+    def _params_accepted(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "class_path" in info.data:  # otherwise class_path itself was reported
+            build_estimator(load_transformer_class(info.data["class_path"], _trusted(info)), v)
+        return v
+
+    def build(self) -> Any:
+        """A new, unfitted instance (the trust list applies here too: the environment decides)."""
+        return build_estimator(load_transformer_class(self.class_path, trusted_estimator_modules()), self.params)
+
+
 class FeaturesSpec(_Strict):
     numeric: list[str] | None = None
     categorical: list[str] | None = None
     infer: bool = False
     exclude: list[str] = Field(default_factory=list)
+    transformers: list[TransformerSpec] = Field(
+        default_factory=list, description="Custom transformers applied in order before the standard preprocessing")
 
     @model_validator(mode="after")
     def _declared_or_inferred(self) -> "FeaturesSpec":
@@ -221,7 +304,22 @@ class FeaturesSpec(_Strict):
         overlap = set(self.numeric or []) & set(self.categorical or [])
         if overlap:
             raise ValueError(f"columns listed as both numeric and categorical: {sorted(overlap)}")
+        seen = set(self.numeric or []) | set(self.categorical or [])
+        for i, transformer in enumerate(self.transformers):
+            clash = sorted(set(transformer.adds.all) & seen)
+            if clash or len(set(transformer.adds.all)) != len(transformer.adds.all):
+                raise ValueError(f"transformers.{i}.adds: {clash or transformer.adds.all} already named: added "
+                                 "columns must be new, each listed once")
+            seen |= set(transformer.adds.all)
         return self
+
+    @property
+    def added_numeric(self) -> list[str]:
+        return [c for t in self.transformers for c in t.adds.numeric]
+
+    @property
+    def added_categorical(self) -> list[str]:
+        return [c for t in self.transformers for c in t.adds.categorical]
 
 
 class EstimatorSpec(_Strict):
@@ -396,7 +494,8 @@ class ModelSpec(_Strict):
                 else "neither a classifier nor a regressor")
         if kind != {"classification": "a classifier", "regression": "a regressor"}[self.task]:
             raise ValueError(f"estimator: {cls.__name__} is {kind} but task is {self.task}")
-        cols = [*(self.features.numeric or []), *(self.features.categorical or [])]
+        cols = [*(self.features.numeric or []), *(self.features.categorical or []),
+                *self.features.added_numeric, *self.features.added_categorical]
         for reserved in (self.target.column, self.timestamp_column):
             if reserved in cols:
                 raise ValueError(f"features: {reserved!r} is the target or timestamp column, not a feature")

@@ -11,7 +11,7 @@ from sklearn import metrics as skm
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from .features import TrainingDataset, build_pipeline
+from .features import TrainingDataset, build_pipeline, fit_pipeline
 from .spec import ModelSpec
 
 
@@ -92,7 +92,7 @@ def fit(spec: ModelSpec, dataset: TrainingDataset) -> FitResult:
     # OpenMP spin-waits badly when cores are shared (measured here: HistGradientBoosting fit 4 s with one
     # thread vs 16-50 s with two while other work runs), so training uses a fixed, configurable thread count.
     with threadpool_limits(training_threads()):
-        pipeline.fit(dataset.X("train"), dataset.y("train"))
+        fit_pipeline(spec, pipeline, dataset.X("train"), dataset.y("train"))
         preds = predict_frame(pipeline, dataset.X("holdout"), spec.task)
     scores = compute_metrics(spec.task, metric_names(spec), dataset.y("holdout"), preds, spec.target.positive_class)
     return FitResult(pipeline=pipeline, metrics=scores, holdout_predictions=preds)

@@ -3,7 +3,8 @@
 The service never unpickles: ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` is set in the
 serving process and only models saved with ``serialization_format="skops"`` are accepted. What a
 model file may contain is decided by the platform's one model trust policy
-(:mod:`mlplatform_assets.lib.model_io`), extended only by the exact class names an operator lists in
+(:mod:`mlplatform_assets.lib.model_io`, built by ``policy_from_environment``), extended only by the
+operator's plugin modules (``MLPLATFORM_TRUSTED_MODULES``) and the exact class names listed in
 ``MLPLATFORM_SERVING_TRUSTED_TYPES`` - never by the ``skops_trusted_types`` the model artifact
 declares about itself. (MLflow 3.17's own ``mlflow.sklearn.load_model`` refuses skops models too when
 the flag is false, which is why the service reads the artifact itself.)
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..model_io import (ModelFileError, ModelTrustError, TrustedTypeConfigError, TrustPolicy, load_skops_file,
-                        skops_path)
+from ..model_io import (ModelFileError, ModelTrustError, TrustedTypeConfigError, load_skops_file,
+                        policy_from_environment, skops_path)
 from .settings import ENV_TRUSTED_TYPES
 from .validation import Column, Validator, columns_from_signature
 
@@ -29,9 +30,12 @@ log = logging.getLogger("mlplatform.serving.model")
 
 # Final estimators whose predict() is exactly classes_[argmax(predict_proba())]; for these the
 # service computes probabilities once and derives the class, others get both calls.
+# LightGBM's predict is its label encoder over argmax(predict_proba); XGBoost's is argmax for multiclass and
+# p > 0.5 for binary (argmax of [1-p, p] picks the same class, ties included) with classes_ = 0..n-1.
 _ARGMAX_CLASSIFIERS = frozenset({
     "HistGradientBoostingClassifier", "RandomForestClassifier", "ExtraTreesClassifier",
     "DecisionTreeClassifier", "GradientBoostingClassifier", "LogisticRegression",
+    "LGBMClassifier", "XGBClassifier",
 })
 
 
@@ -66,6 +70,7 @@ class ModelHandle:
         else:
             self._pre, self._final = None, self.model
         self._argmax = type(self._final).__name__ in _ARGMAX_CLASSIFIERS
+        _one_thread(self._final)
         self._classes_arr = np.asarray(self.classes) if self.classes is not None else None
 
     @property
@@ -114,6 +119,14 @@ class ModelHandle:
         return Prediction(np.asarray(self._final.predict(Xt)), None)
 
 
+def _one_thread(estimator) -> None:
+    """Serving runs one thread per worker: an estimator with its own thread setting (``n_jobs``: forests,
+    LightGBM; XGBoost maps it to its booster's ``nthread``) gets 1, so it never spawns a pool per request."""
+    get_params = getattr(estimator, "get_params", None)
+    if get_params is not None and "n_jobs" in get_params(deep=False):
+        estimator.set_params(n_jobs=1)
+
+
 def _client(config):
     from mlflow import MlflowClient
 
@@ -143,7 +156,7 @@ def load_version(config, name: str, version: str, max_rows: int, extra_trusted=f
     from threadpoolctl import threadpool_limits
 
     try:
-        policy = TrustPolicy.with_extra_types(sorted(extra_trusted), ENV_TRUSTED_TYPES)
+        policy = policy_from_environment(sorted(extra_trusted), ENV_TRUSTED_TYPES)
     except TrustedTypeConfigError as exc:
         raise ModelLoadError(str(exc)) from None
     tmp = tempfile.mkdtemp(prefix="mlplatform-serving-")
@@ -161,8 +174,8 @@ def load_version(config, name: str, version: str, max_rows: int, extra_trusted=f
         try:
             model = load_skops_file(skops_path(local, mlmodel.flavors, what), what, policy)
         except ModelTrustError as exc:
-            raise ModelLoadError(f"{exc} ({ENV_TRUSTED_TYPES} can add reviewed classes; functions are never "
-                                 "loaded)") from exc
+            raise ModelLoadError(f"{exc} ({ENV_TRUSTED_TYPES} can add reviewed classes, MLPLATFORM_TRUSTED_MODULES "
+                                 "plugin modules; functions are never loaded)") from exc
         except ModelFileError as exc:
             raise ModelLoadError(str(exc)) from exc
         try:
