@@ -13,15 +13,81 @@ from typing import Any, Sequence
 from mlplatform_assets.lib.config import PlatformConfig, ensure_dirs, load_config
 
 
-def _prepare(config: PlatformConfig) -> None:
-    """Create the state directory and a default Dagster instance config in the Dagster home."""
+# An explicit (default SQLite) instance config; production mounts its own (infra/dagster.yaml), with the
+# same run coordination and monitoring.
+LOCAL_INSTANCE_YAML = """\
+# Local instance: run, event and schedule storage in SQLite under this directory.
+# Runs launched by dagster-daemon: at most one training per model at a time (the tag is carried by
+# <model>__lifecycle and <model>__training); ingest and monitoring runs run beside it.
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 4
+    tag_concurrency_limits:
+      - key: mlplatform/training
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+# With dagster-daemon running: a run that never starts, or runs longer than 6 h, is marked FAILED rather
+# than staying STARTED forever (a killed run worker is detected by its code server).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 300
+  cancel_timeout_seconds: 300
+  max_runtime_seconds: 21600
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 60
+telemetry:
+  enabled: false
+"""
+
+
+def _prepare(config: PlatformConfig, open_dagster: bool = False):  # noqa: ANN202 - DagsterInstance | None
+    """Create the local state and the default instance config, and initialise the stores the command opens.
+
+    Store creation and migration happen one process at a time (an inter-process lock per store): two
+    first commands on a fresh home used to race, and the loser left the store unusable for every later
+    command. Returns the Dagster instance when ``open_dagster``.
+    """
+    from mlplatform_assets.lib.config import is_tracking_server
+    from mlplatform_assets.lib.locks import FileLock, holding
+    from mlplatform_assets.lib.storage import atomic_path
+
     ensure_dirs(config)
     instance_yaml = os.path.join(config.dagster_home, "dagster.yaml")
     if not os.path.exists(instance_yaml):
-        # An explicit (default SQLite) instance config; production mounts its own (infra/dagster.yaml).
-        with open(instance_yaml, "w") as fh:
-            fh.write("# Local instance: run, event and schedule storage in SQLite under this directory.\n"
-                     "telemetry:\n  enabled: false\n")
+        with atomic_path(instance_yaml) as tmp:  # a concurrent reader sees no file or the whole file
+            with open(tmp, "w") as fh:
+                fh.write(LOCAL_INSTANCE_YAML)
+    if not is_tracking_server(config.mlflow_tracking_uri):
+        # The client opens this store itself (SQLite, a database URL) and creates its tables on first use.
+        uri = config.mlflow_tracking_uri
+        lock_dir = os.path.dirname(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else config.state_dir
+        with holding(FileLock(os.path.join(lock_dir, ".mlflow-init.lock"))):
+            client = _registry(config).client
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+    if open_dagster:
+        from mlplatform_assets.defs.coordination import open_instance
+
+        return open_instance(config.dagster_home)
+    return None
+
+
+def _recover_dead_runs(config: PlatformConfig, instance: Any, out: Any) -> None:
+    """Mark runs whose process is gone FAILED and clean up what they left in MLflow (see defs/coordination)."""
+    from mlplatform_assets.defs.coordination import recover_dead_runs, run_is_live, trained_models
+
+    failed = recover_dead_runs(instance)
+    for run in failed:
+        print(f"recovered run {run.run_id} ({run.job_name}): its process is gone; marked FAILED", file=out, flush=True)
+    registry = _registry(config)
+    for model in sorted({m for run in failed for m in trained_models(run)}):
+        cleaned = registry.reconcile_incomplete(model, lambda run_id: run_is_live(instance, run_id))
+        print(f"[{model}] cleaned up after the failed run(s): MLflow runs marked FAILED "
+              f"{cleaned['failed_mlflow_runs'] or 'none'}, versions abandoned {cleaned['abandoned_versions'] or 'none'}",
+              file=out, flush=True)
 
 
 def _registry(config: PlatformConfig):  # noqa: ANN202
@@ -96,26 +162,31 @@ def lifecycle_window(spec: Any, s3_client: Any = None, end: dt.date | None = Non
 def run_lifecycle(config: PlatformConfig, names: Sequence[str] | None = None, end: dt.date | None = None,
                   out=sys.stdout) -> list[dict[str, Any]]:
     """Run each model's lifecycle job through Dagster (the code path the UI uses) and summarize it."""
-    import dagster as dg
-
     from mlplatform_assets.definitions import build_definitions
+    from mlplatform_assets.defs.coordination import CLI_HOST_TAG, CLI_PID_TAG, CLI_PROCESS_START_TAG
     from mlplatform_assets.defs.lifecycle.assets import RANGE_END_TAG, RANGE_START_TAG
+    from mlplatform_assets.lib.locks import process_identity
 
-    _prepare(config)
+    instance = _prepare(config, open_dagster=True)
+    _recover_dead_runs(config, instance, out)
+    me = process_identity()
+    # Which process runs it: a later CLI start marks the run FAILED if this process dies mid-run.
+    process_tags = {CLI_HOST_TAG: me["host"], CLI_PID_TAG: me["pid"],
+                    **({CLI_PROCESS_START_TAG: me["start"]} if me["start"] else {})}
     specs = _specs(config, names)
     defs = build_definitions(config, specs)
     s3_client = None
     if any(s.source.uri.startswith("s3://") for s in specs):
         # The S3 resource holds dg.EnvVar fields, which only resolve through Dagster config processing.
         s3_client = defs.resources["s3"].process_config_and_initialize().get_client()  # type: ignore[union-attr]
-    instance = dg.DagsterInstance.from_config(config.dagster_home)
     summaries = []
     for spec in specs:
         start, stop = lifecycle_window(spec, s3_client, end)
         print(f"[{spec.name}] lifecycle over partitions {start}..{stop}", file=out, flush=True)
         job = defs.resolve_job_def(f"{spec.name}__lifecycle")
         result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET_LOGS, tags={
-            RANGE_START_TAG: start.isoformat(), RANGE_END_TAG: stop.isoformat(), "mlplatform/trigger": "cli"})
+            RANGE_START_TAG: start.isoformat(), RANGE_END_TAG: stop.isoformat(), "mlplatform/trigger": "cli",
+            **process_tags})
         summary = summarize_run(spec.name, result)
         summaries.append(summary)
         print(format_summary(summary), file=out, flush=True)

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from mlplatform_assets.defs.coordination import LIVE_STATUSES, TrainingLockResource
 from mlplatform_assets.lib.config import PlatformConfig
 from mlplatform_assets.lib.features import TrainingDataset
 from mlplatform_assets.lib.registry import MlflowSettings, Registry
@@ -78,18 +79,32 @@ class PlatformResource(dg.ConfigurableResource):
     prediction_log_uri: str
 
 
+STORAGE_PREFIX_META = "storage_prefix"
+
+
 class DatasetIOManager(dg.ConfigurableIOManager):
     """Stores lifecycle outputs in the data store as open formats: training datasets as Parquet
-    (plus a JSON manifest), small records as JSON. No pickle, readable from any tool."""
+    (plus a JSON manifest), small records as JSON. No pickle, readable from any tool.
+
+    Outputs are scoped to the run that produced them, ``<model>/<asset>/runs/<run_id>/``, so two runs
+    in flight never read each other's intermediate data. A step loads its upstream's output from its own
+    run (or, in a re-execution, the parent run that produced it); an upstream that the run does not
+    materialize is loaded from its latest materialization, whose metadata names its storage prefix.
+    Storage stays bounded: after each write the outputs of all but the ``keep_finished_runs`` newest
+    finished runs of that asset are deleted (in-flight runs and the latest materialization are kept).
+    """
 
     data_store: dg.ResourceDependency[DataStore]
+    keep_finished_runs: int = 3
 
-    def _prefix(self, context: dg.OutputContext | dg.InputContext) -> str:
-        return "/".join(context.asset_key.path) + "/latest"
+    @staticmethod
+    def _runs_root(asset_key: dg.AssetKey) -> str:
+        return "/".join(asset_key.path) + "/runs"
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         store = self.data_store.store()
-        prefix = self._prefix(context)
+        root = self._runs_root(context.asset_key)
+        prefix = f"{root}/{context.run_id}"
         if isinstance(obj, TrainingDataset):
             store.write_frame(f"{prefix}/train.parquet", obj.train)
             store.write_frame(f"{prefix}/holdout.parquet", obj.holdout)
@@ -101,12 +116,32 @@ class DatasetIOManager(dg.ConfigurableIOManager):
             store.write_bytes(f"{prefix}/manifest.json", json.dumps(manifest).encode())
         else:
             store.write_bytes(f"{prefix}/value.json", json.dumps({"kind": "json", "value": obj}, default=str).encode())
+        context.add_output_metadata({STORAGE_PREFIX_META: dg.MetadataValue.text(prefix)})
+        self._prune(context, store, root)
+
+    def _source_prefix(self, context: dg.InputContext) -> str:
+        # Dagster gives an upstream that this run does not materialize a placeholder run id.
+        from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
+
+        upstream = context.upstream_output
+        key = upstream.asset_key
+        try:
+            run_id = upstream.run_id  # this run, or the parent run that produced it in a re-execution
+        except dg.DagsterInvariantViolationError:
+            run_id = RUN_ID_PLACEHOLDER
+        if run_id != RUN_ID_PLACEHOLDER:
+            return f"{self._runs_root(key)}/{run_id}"
+        event = context.instance.get_latest_materialization_event(key)
+        if event is None or event.asset_materialization is None:
+            raise dg.Failure(f"{'/'.join(key.path)} has not been materialized yet")
+        stored = event.asset_materialization.metadata.get(STORAGE_PREFIX_META)
+        return str(stored.value) if stored is not None else f"{self._runs_root(key)}/{event.run_id}"
 
     def load_input(self, context: dg.InputContext) -> Any:
         import datetime as dt
 
         store = self.data_store.store()
-        prefix = self._prefix(context.upstream_output)
+        prefix = self._source_prefix(context)
         if store.exists(f"{prefix}/manifest.json"):
             m = json.loads(store.read_bytes(f"{prefix}/manifest.json"))
             return TrainingDataset(
@@ -116,8 +151,30 @@ class DatasetIOManager(dg.ConfigurableIOManager):
                 holdout_days=[dt.date.fromisoformat(d) for d in m["holdout_days"]], data_sha256=m["data_sha256"])
         key = f"{prefix}/value.json"
         if not store.exists(key):
-            raise dg.Failure(f"{'/'.join(context.upstream_output.asset_key.path)} has not been materialized yet")
+            raise dg.Failure(f"{'/'.join(context.upstream_output.asset_key.path)}: its stored output {prefix} is "
+                             f"gone (only the {self.keep_finished_runs} newest finished runs are kept): "
+                             f"materialize it again")
         return json.loads(store.read_bytes(key))["value"]
+
+    def _prune(self, context: dg.OutputContext, store: ObjectStore, root: str) -> None:
+        """Delete the outputs of this asset's older finished runs (see the class docstring)."""
+        try:
+            instance = context.step_context.instance
+        except dg.DagsterInvariantViolationError:
+            return  # an output context built outside a run: nothing to compare against
+        others = sorted({k[len(root) + 1:].split("/", 1)[0] for k in store.list(f"{root}/")} - {context.run_id})
+        if len(others) <= self.keep_finished_runs:
+            return
+        records = {r.dagster_run.run_id: r for r in instance.get_run_records(dg.RunsFilter(run_ids=others))}
+        latest = instance.get_latest_materialization_event(context.asset_key)
+        finished = [rid for rid in others
+                    if rid not in records or records[rid].dagster_run.status not in LIVE_STATUSES]
+        # Newest first; runs the instance no longer knows sort last (deleted first).
+        finished.sort(key=lambda rid: records[rid].create_timestamp.timestamp() if rid in records else 0.0,
+                      reverse=True)
+        for rid in finished[self.keep_finished_runs:]:
+            if latest is None or rid != latest.run_id:
+                store.delete_prefix(f"{root}/{rid}")
 
 
 def _env_or_none(name: str) -> Any:
@@ -146,4 +203,5 @@ def build_resources(config: PlatformConfig) -> dict[str, Any]:
                                      alerts_log_path=config.alerts_log_path,
                                      prediction_log_uri=config.prediction_log_uri),
         "io_manager": DatasetIOManager(data_store=data_store),
+        "training_lock": TrainingLockResource(),
     }

@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .model_io import ModelFileError, load_skops_file, pip_requirements_for, skops_path, trusted_types_for
 from .storage import append_record
@@ -34,6 +34,13 @@ TAG_DAGSTER_RUN = "mlplatform.dagster_run_id"
 TAG_PARTITIONS = "mlplatform.partitions"
 TAG_HOLDOUT_SHA = "mlplatform.holdout_predictions_sha256"
 LINEAGE_TAGS = (TAG_SPEC_SHA, TAG_DATA_SHA, TAG_CODE_VERSION, TAG_DAGSTER_RUN, TAG_PARTITIONS)
+# A version's state: registered (pending_evaluation) -> evaluated, or abandoned when the run that
+# registered it died before evaluating it. Only an evaluated version may become champion; versions
+# registered before states existed carry no state tag and count as evaluated.
+TAG_STATE = "mlplatform.state"
+STATE_PENDING = "pending_evaluation"
+STATE_EVALUATED = "evaluated"
+STATE_ABANDONED = "abandoned"
 
 
 class RegistryError(RuntimeError):
@@ -267,7 +274,9 @@ class Registry:
                                                 serialization_format="skops", skops_trusted_types=trusted,
                                                 pip_requirements=pip_requirements_for(pipeline))
                 run_id = run.info.run_id
-            mv = mlflow.register_model(info.model_uri, model, tags=tags)
+            # The state tag is written with the version itself: no instant exists in which the version is
+            # visible without it, whenever the process dies.
+            mv = mlflow.register_model(info.model_uri, model, tags={**tags, TAG_STATE: STATE_PENDING})
         version = str(mv.version)
         try:
             self.client.set_registered_model_tag(model, "mlplatform.task", spec.task)
@@ -294,6 +303,35 @@ class Registry:
             client.log_metric(run_id, f"delta_{primary}", decision["delta"])
         client.set_model_version_tag(model, str(version), "mlplatform.evaluation",
                                      json.dumps({"promote": decision["promote"], "reason": decision["reason"]}))
+        client.set_model_version_tag(model, str(version), TAG_STATE, STATE_EVALUATED)  # last: all of the above exists
+
+    def reconcile_incomplete(self, model: str, is_live: Callable[[str], bool]) -> dict[str, list[str]]:
+        """Clean up after training runs of ``model`` that died (``is_live(dagster_run_id)`` is False).
+
+        Their MLflow runs still RUNNING are marked FAILED; their versions still ``pending_evaluation`` become
+        ``abandoned`` and lose the ``challenger`` alias (they can never become champion). Idempotent.
+        """
+        client = self.client
+        done: dict[str, list[str]] = {"failed_mlflow_runs": [], "abandoned_versions": []}
+        running = client.search_runs([self.experiment_id(model)], filter_string="attributes.status = 'RUNNING'",
+                                     max_results=1000)
+        for run in running:
+            if not is_live(run.data.tags.get(TAG_DAGSTER_RUN, "")):
+                client.set_terminated(run.info.run_id, status="FAILED")
+                done["failed_mlflow_runs"].append(run.info.run_id)
+        challenger = self.alias_version(model, CHALLENGER)
+        for mv in client.search_model_versions(f"name='{model}'"):
+            tags = mv.tags or {}
+            if tags.get(TAG_STATE) != STATE_PENDING or is_live(tags.get(TAG_DAGSTER_RUN, "")):
+                continue
+            version = str(mv.version)
+            client.set_model_version_tag(model, version, TAG_STATE, STATE_ABANDONED)
+            client.set_model_version_tag(model, version, "mlplatform.abandoned_reason",
+                                         f"Dagster run {tags.get(TAG_DAGSTER_RUN) or '?'} ended before evaluating it")
+            if challenger is not None and str(challenger.version) == version:
+                client.delete_registered_model_alias(model, CHALLENGER)
+            done["abandoned_versions"].append(version)
+        return done
 
     # --- alias moves and the audit trail ----------------------------------------
     def audit_records(self, model: str) -> list[dict[str, Any]]:
@@ -320,7 +358,10 @@ class Registry:
 
     def move_champion(self, model: str, to_version: str, *, action: str, reason: str, actor: str,
                       dagster_run_id: str | None = None, details: dict[str, Any] | None = None) -> AuditRecord:
-        self.get_version(model, to_version)  # raises a clear error for an unknown version
+        target = self.get_version(model, to_version)  # raises a clear error for an unknown version
+        state = (target.tags or {}).get(TAG_STATE, STATE_EVALUATED)
+        if state != STATE_EVALUATED:
+            raise RegistryError(f"model {model!r}: v{to_version} is {state}, not evaluated; it cannot become champion")
         current = self.champion(model)
         from_version = str(current.version) if current else None
         self.client.set_registered_model_alias(model, CHAMPION, str(to_version))

@@ -108,6 +108,16 @@ class ObjectStore:
         else:
             Path(self.uri(key)).unlink(missing_ok=True)
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under ``prefix/`` (locally, the directory itself too)."""
+        if self.is_s3:
+            for key in self.list(f"{prefix.rstrip('/')}/"):
+                self.delete(key)
+        else:
+            import shutil
+
+            shutil.rmtree(self.uri(prefix), ignore_errors=True)
+
     def list(self, prefix: str = "") -> list[str]:
         """Keys (relative to root) under ``prefix``, sorted."""
         if not self.is_s3:

@@ -101,7 +101,7 @@ def test_platform_data_store_on_s3(moto_s3, platform_env, monkeypatch):
         assert f"{data_prefix}/{raw_key(SMALL_NAME, day)}" in keys
         assert f"{data_prefix}/{validated_key(SMALL_NAME, day)}" in keys
     # The training dataset handed from features to training went through the IO manager, into S3 too.
-    assert f"{data_prefix}/{SMALL_NAME}/features/latest/manifest.json" in keys
+    assert f"{data_prefix}/{SMALL_NAME}/features/runs/{summary['run_id']}/manifest.json" in keys
     body = moto_s3.get_object(Bucket=BUCKET, Key=f"{data_prefix}/{validated_key(SMALL_NAME, SMALL_END)}")["Body"].read()
     frame = pd.read_parquet(io.BytesIO(body))
     assert len(frame) > 0 and "churned" in frame.columns

@@ -15,6 +15,8 @@ from mlplatform_assets.lib.evaluation import quality_report_html
 from mlplatform_assets.lib.features import DatasetError, TrainingDataset
 from mlplatform_assets.lib.hashing import code_version
 from mlplatform_assets.lib.spec import ModelSpec
+from mlplatform_assets.defs.coordination import (MODEL_TAG, TRAINING_ASSETS, TrainingLockResource, run_is_live,
+                                                  training_tags)
 from mlplatform_assets.defs.resources import DataStore, MlflowRegistryResource, PlatformResource
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -45,7 +47,7 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     raw_key = dg.AssetKey([name, "raw_data"])
     check_specs = [dg.AssetCheckSpec(c, asset=raw_key, blocking=True, description=validation.CHECK_DESCRIPTIONS[c])
                    for c in validation.CHECK_NAMES]
-    tags = {"mlplatform/model": name}
+    tags = {MODEL_TAG: name}
 
     @dg.asset(
         key=raw_key, group_name=name, partitions_def=partitions, check_specs=check_specs,
@@ -107,8 +109,10 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         description=f"Training dataset: the last {spec.training.window_days} validated days, the last "
                     f"{spec.training.holdout_days} held out (time-ordered split).",
     )
-    def features(context: dg.AssetExecutionContext, config: TrainingWindowConfig,
-                 data_store: DataStore) -> dg.Output[TrainingDataset]:
+    # Training through promotion requires ``training_lock``: the run holds the model's training lock
+    # from its start to its end (defs/coordination.py); the assets never call it.
+    def features(context: dg.AssetExecutionContext, config: TrainingWindowConfig, data_store: DataStore,
+                 training_lock: TrainingLockResource) -> dg.Output[TrainingDataset]:
         as_of = config.as_of or context.run.tags.get(RANGE_END_TAG) or context.run.tags.get("dagster/partition")
         try:
             dataset = lifecycle.load_training_dataset(
@@ -131,8 +135,14 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
                     f"with full lineage and registered as a new version with alias 'challenger'.",
     )
     def trained_model(context: dg.AssetExecutionContext, features: TrainingDataset,
-                      mlflow: MlflowRegistryResource) -> dg.Output[dict]:
+                      mlflow: MlflowRegistryResource, training_lock: TrainingLockResource) -> dg.Output[dict]:
         registry = mlflow.registry()
+        # Under the training lock no other training of this model runs: what an ended run left half done
+        # (an MLflow run still RUNNING, a version never evaluated) is cleaned up before a new version appears.
+        cleaned = registry.reconcile_incomplete(
+            name, lambda run_id: run_id == context.run_id or run_is_live(context.instance, run_id))
+        if any(cleaned.values()):
+            context.log.warning(f"{name}: cleaned up after ended runs: {cleaned}")
         version, result = lifecycle.train_and_register(spec, features, registry, code_version(), context.run_id)
         context.log.info(f"{name}: registered v{version.version} (run {version.run_id}): {result.metrics}")
         return dg.Output(
@@ -155,7 +165,8 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
                     "promotion decision with its reason.",
     )
     def evaluation_report(context: dg.AssetExecutionContext, features: TrainingDataset, trained_model: dict,
-                          mlflow: MlflowRegistryResource, platform: PlatformResource) -> dg.Output[dict]:
+                          mlflow: MlflowRegistryResource, platform: PlatformResource,
+                          training_lock: TrainingLockResource) -> dg.Output[dict]:
         registry = mlflow.registry()
         version = trained_model["version"]
         ev = lifecycle.evaluate_challenger(spec, registry, version, features)
@@ -197,7 +208,7 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
                     "decision in the audit trail either way, and confirms the live endpoints serve the champion.",
     )
     def deployed_endpoint(context: dg.AssetExecutionContext, evaluation_report: dict,
-                          mlflow: MlflowRegistryResource):
+                          mlflow: MlflowRegistryResource, training_lock: TrainingLockResource):
         from mlplatform_assets.lib.evaluation import PromotionDecision
 
         registry = mlflow.registry()
@@ -239,19 +250,21 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
 
 def lifecycle_jobs(spec: ModelSpec) -> list:
     name = spec.name
-    training = dg.AssetSelection.assets(*[dg.AssetKey([name, k]) for k in
-                                          ("features", "trained_model", "evaluation_report", "deployed_endpoint")])
+    training = dg.AssetSelection.assets(*[dg.AssetKey([name, k]) for k in TRAINING_ASSETS])
     ingest = dg.AssetSelection.assets(dg.AssetKey([name, "raw_data"]), dg.AssetKey([name, "validated_data"]))
-    # In-process: one run is a handful of cheap steps; a process per step costs ~2 s each here.
+    # In-process: one run is a handful of cheap steps; a process per step costs ~2 s each here. It also
+    # makes the run's training lock (a resource) span training -> evaluation -> promotion as one unit.
+    # Jobs that can move the champion carry the training tag (one at a time per model, infra/dagster.yaml);
+    # ingest runs do not and run beside a training.
     return [
         dg.define_asset_job(f"{name}__lifecycle", selection=ingest | training, executor_def=dg.in_process_executor,
                             description=f"{name}: ingest a partition range, validate, train, evaluate, promote.",
-                            tags={"mlplatform/model": name}),
+                            tags=training_tags(name)),
         dg.define_asset_job(f"{name}__ingest", selection=ingest, executor_def=dg.in_process_executor,
                             partitions_def=daily_partitions(spec),
                             description=f"{name}: copy and validate source partitions.",
-                            tags={"mlplatform/model": name}),
+                            tags={MODEL_TAG: name}),
         dg.define_asset_job(f"{name}__training", selection=training, executor_def=dg.in_process_executor,
                             description=f"{name}: retrain on the latest validated window, evaluate, promote.",
-                            tags={"mlplatform/model": name}),
+                            tags=training_tags(name)),
     ]
