@@ -8,8 +8,7 @@ The plugin is ``mlplatform_tests/plugins/acme_features`` (CI pip-installs it; ot
 from __future__ import annotations
 
 import importlib.util
-import json
-import urllib.request
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from mlplatform_assets.lib.serving.model import ModelLoadError, load_version
 from mlplatform_assets.lib.spec import SpecError, parse_spec
 
 from mlplatform_tests.conftest import SMALL_END, SMALL_START, small_spec_yaml, write_small_spec
+from mlplatform_tests.lib.test_model_families import ROW, _predict, require
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1] / "plugins" / "acme_features"
 TRANSFORMERS = """\
@@ -36,9 +36,7 @@ TRANSFORMERS = """\
       params: {column: monthly_charges, output: spend_band}
       adds: {categorical: [spend_band]}
 """
-ROW = {"tenure_months": 3, "monthly_charges": 80.5, "total_charges": 240.0, "usage_gb": 10.0, "support_calls": 4,
-       "days_since_last_login": 20.0, "age": 30, "plan": "premium", "contract": "monthly",
-       "payment_method": "voucher", "region": "coastal"}
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "adding-a-model.md"
 
 
 @pytest.fixture()
@@ -114,11 +112,23 @@ def test_untrusted_plugin_fails_validate_spec_with_exit_2_naming_the_variable(pl
     assert main(["validate-spec", str(path)]) == 0
 
 
-def _predict(url: str, row: dict) -> dict:
-    request = urllib.request.Request(f"{url}/invocations", data=json.dumps({"dataframe_records": [row]}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+def _docs_example(name: str) -> str:
+    match = re.search(rf"<!-- example: {name} -->\n```yaml\n(.*?)```", DOCS.read_text(), re.S)
+    assert match, f"docs/adding-a-model.md lost its {name} example"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("name, estimator, transformers", [
+    ("lightgbm", "lightgbm.LGBMClassifier", []),
+    ("transformer", "sklearn.ensemble.HistGradientBoostingClassifier",
+     ["acme_features.RatioFeature", "acme_features.SpendBand"]),
+])
+def test_docs_examples_are_valid_specs(plugin, name, estimator, transformers):
+    if estimator.startswith("lightgbm"):
+        require("lightgbm")
+    spec = parse_spec(_docs_example(name), f"docs example {name}", variables={})
+    assert spec.estimator.class_path == estimator
+    assert [t.class_path for t in spec.features.transformers] == transformers
 
 
 @pytest.mark.slow
