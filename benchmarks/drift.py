@@ -148,6 +148,7 @@ class PeakRSS:
 # ---------------------------------------------------------------------------------------------
 def worker(step: str, case: str, rows: int, profile_path: str) -> dict:
     from mlplatform_assets.lib import drift
+    from mlplatform_assets.lib.drift import evidently_oracle
 
     if step == "ours_profile":
         ref, num, cat = make_frame(case, rows, current=False)
@@ -179,7 +180,7 @@ def worker(step: str, case: str, rows: int, profile_path: str) -> dict:
 
         with PeakRSS() as mem:
             t0 = time.perf_counter()
-            res = drift.evidently_column_results(ref, cur, num, cat)
+            res = evidently_oracle.evidently_column_results(ref, cur, num, cat)
             seconds = time.perf_counter() - t0
         return {"seconds": seconds, "peak_bytes": mem.delta_bytes, "mem_method": mem.method,
                 "verdicts": {k: v["drifted"] for k, v in res.items()},

@@ -16,13 +16,16 @@ import pytest
 
 from mlplatform_assets.lib import drift
 from mlplatform_assets.lib.drift import (
-    STATTEST_DISPLAY_NAMES,
+    CATEGORICAL,
+    NUMERICAL,
+    STATTESTS,
     ReferenceProfile,
     build_reference_profile,
     detect_drift,
     evidently_column_results,
     infer_column_types,
 )
+from mlplatform_assets.lib.drift.stattests import _wasserstein_sorted
 
 SMALL = 600  # reference <= 1000 rows: K-S / chi-squared / Z-test
 LARGE = 6000  # reference > 1000 rows: Wasserstein / Jensen-Shannon
@@ -44,7 +47,7 @@ def assert_matches_evidently(ref: pd.DataFrame, cur: pd.DataFrame, num, cat, exp
     assert set(theirs) == set(ours.columns)
     for col, ev in theirs.items():
         r = ours.columns[col]
-        assert STATTEST_DISPLAY_NAMES[r.stattest] == ev["method"], (col, r.stattest, ev["method"])
+        assert STATTESTS[r.stattest].display_name == ev["method"], (col, r.stattest, ev["method"])
         assert r.threshold == pytest.approx(ev["threshold"]), col
         assert r.drifted == ev["drifted"], (col, r, ev)
         assert _close(r.statistic, ev["score"]), (col, r.statistic, ev["score"])
@@ -345,33 +348,51 @@ def test_non_numeric_current_for_numeric_column(rng):
 # ---------------------------------------------------------------------------------------------
 # overrides (spec says e.g. ``stattest: psi, threshold: 0.2``) against Evidently's stattests
 # ---------------------------------------------------------------------------------------------
-def test_overrides_match_evidently_stattests(rng):
-    from evidently.legacy.calculations.stattests import (
-        jensenshannon_stat_test,
-        ks_stat_test,
-        psi_stat_test,
-        wasserstein_stat_test,
-    )
-    from evidently.legacy.core import ColumnType
+# Every registry entry, for every kind it applies to, at its default threshold and at a strict and a
+# lax one, against Evidently's registered test of the same name. A new entry is covered automatically.
+REGISTRY_CASES = [(name, kind) for name, test in STATTESTS.items() for kind in test.kinds]
 
+
+@pytest.fixture(scope="module")
+def override_data():
+    rng = np.random.default_rng(7)
     ref = pd.DataFrame({"x": rng.normal(size=4000), "c": rng.choice(list("abcd"), 4000)})
     cur = pd.DataFrame({"x": rng.normal(0.1, 1.1, 3000), "c": rng.choice(list("abcde"), 3000)})
+    # A binary categorical column too: the Z-test is what Evidently picks for two categories.
+    ref["b"] = rng.choice(["yes", "no"], 4000, p=[0.3, 0.7])
+    cur["b"] = rng.choice(["yes", "no"], 3000, p=[0.34, 0.66])
+    return ref, cur, build_reference_profile(ref, ["x"], ["c", "b"])
+
+
+@pytest.mark.parametrize(("name", "kind"), REGISTRY_CASES, ids=[f"{n}-{k}" for n, k in REGISTRY_CASES])
+def test_registry_entry_matches_evidently_stattest(name, kind, override_data):
+    import evidently.legacy.calculations.stattests  # noqa: F401 - registers Evidently's tests
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    from evidently.legacy.core import ColumnType
+
+    ref, cur, profile = override_data
+    ctype = ColumnType.Numerical if kind == NUMERICAL else ColumnType.Categorical
+    theirs = get_registered_stattest(name, ctype)
+    ours = STATTESTS[name]
+    assert (ours.display_name, ours.default_threshold) == (theirs.display_name, theirs.default_threshold)
+    # We may offer a test for fewer kinds than Evidently (a kind whose binning differs), never for more.
+    assert set(ours.kinds) <= {NUMERICAL if t == ColumnType.Numerical else CATEGORICAL
+                               for t in theirs.allowed_feature_types}
+    cols = ["x"] if kind == NUMERICAL else ["c", "b"]
+    for col in cols:
+        for thr in (None, ours.default_threshold / 10, ours.default_threshold * 3):
+            ev = theirs(ref[col], cur[col], ctype, thr)
+            override = {"stattest": name, **({} if thr is None else {"threshold": thr})}
+            r = detect_drift(profile, cur, per_column_overrides={col: override}).columns[col]
+            assert (r.stattest, r.threshold) == (name, ev.actual_threshold), (col, thr)
+            assert r.drifted == ev.drifted, (col, name, thr, r, ev)
+            assert r.statistic == pytest.approx(ev.drift_score, rel=1e-9, abs=1e-12), (col, name, thr)
+
+
+def test_override_precedence_and_errors(override_data):
+    ref, cur, _ = override_data
+    cur = cur[["x", "c"]]
     profile = build_reference_profile(ref, ["x"], ["c"])
-    cases = [
-        ("x", ColumnType.Numerical, "psi", psi_stat_test, 0.2),
-        ("x", ColumnType.Numerical, "psi", psi_stat_test, 0.01),
-        ("x", ColumnType.Numerical, "jensenshannon", jensenshannon_stat_test, 0.05),
-        ("x", ColumnType.Numerical, "ks", ks_stat_test, 0.05),
-        ("x", ColumnType.Numerical, "wasserstein", wasserstein_stat_test, 0.3),
-        ("c", ColumnType.Categorical, "psi", psi_stat_test, 0.2),
-        ("c", ColumnType.Categorical, "jensenshannon", jensenshannon_stat_test, 0.01),
-    ]
-    for col, ctype, name, test, thr in cases:
-        ev = test(ref[col], cur[col], ctype, thr)
-        r = detect_drift(profile, cur, per_column_overrides={col: {"stattest": name, "threshold": thr}}).columns[col]
-        assert (r.stattest, r.threshold) == (name, thr)
-        assert r.drifted == ev.drifted, (col, name, r, ev)
-        assert r.statistic == pytest.approx(ev.drift_score, rel=1e-9, abs=1e-12), (col, name)
     # global policy + per-column precedence, threshold-only override keeps the auto test
     res = detect_drift(profile, cur, stattest="psi", threshold=0.2, per_column_overrides={"c": ("jensenshannon", 0.3)})
     assert (res.columns["x"].stattest, res.columns["x"].threshold) == ("psi", 0.2)
@@ -478,5 +499,28 @@ def test_linear_time_wasserstein_equals_scipy(rng):
         for ties in (False, True):
             r = rng.integers(0, 5, n).astype(float) if ties else rng.normal(size=n)
             c = rng.integers(0, 6, m).astype(float) if ties else rng.normal(0.3, 1.0, m)
-            ours = drift._wasserstein_sorted(np.sort(r), np.sort(c))
+            ours = _wasserstein_sorted(np.sort(r), np.sort(c))
             assert ours == pytest.approx(wasserstein_distance(r, c), rel=1e-10, abs=1e-14), (n, m, ties)
+
+
+def test_spec_stattest_choices_come_from_the_registry(monkeypatch):
+    from pydantic import ValidationError
+
+    from mlplatform_assets.lib.drift.stattests import StatTest
+    from mlplatform_assets.lib.spec import DriftSpec
+
+    assert DriftSpec(numerical_stattest="wasserstein", categorical_stattest="z").categorical_stattest == "z"
+    with pytest.raises(ValidationError, match=r"numerical_stattest\n.*unknown test 'chisquare'; choose one of: "
+                                              r"ks, wasserstein, jensenshannon, psi"):
+        DriftSpec(numerical_stattest="chisquare")
+    with pytest.raises(ValidationError, match=r"categorical_stattest\n.*unknown test 'ks'"):
+        DriftSpec(categorical_stattest="ks")
+    # A new registry entry is selectable in the spec and runs in the engine, with no other edit.
+    monkeypatch.setitem(STATTESTS, "mean_shift", StatTest(
+        "mean_shift", "mean shift", (NUMERICAL,), 0.5, lambda value, threshold: value >= threshold,
+        lambda col: abs(float(col.current_sorted.mean()) - float(col.reference.values.mean()))))
+    spec = DriftSpec(numerical_stattest="mean_shift")
+    ref, cur = pd.DataFrame({"x": np.arange(100.0)}), pd.DataFrame({"x": np.arange(100.0) + 0.75})
+    result = detect_drift(build_reference_profile(ref, ["x"]), cur, stattest=spec.numerical_stattest)
+    assert (result.columns["x"].stattest, result.columns["x"].statistic, result.columns["x"].drifted) == (
+        "mean_shift", pytest.approx(0.75), True)
