@@ -401,9 +401,11 @@ class ValidationSpec(_Strict):
 
 
 class DriftSpec(_Strict):
-    numerical_stattest: Literal["ks", "wasserstein", "psi", "jensenshannon"] | None = Field(
+    # Choices come from the drift test registry (lib/drift/stattests.py): a new test is selectable here
+    # without editing this file.
+    numerical_stattest: str | None = Field(
         default=None, description="Test for numerical columns (default: Evidently's choice by sample size)")
-    categorical_stattest: Literal["chisquare", "z", "psi", "jensenshannon"] | None = Field(
+    categorical_stattest: str | None = Field(
         default=None, description="Test for categorical columns (default: Evidently's choice by sample size)")
     stattest_threshold: float | None = Field(default=None, gt=0.0, description="Threshold for the chosen tests")
     drift_share: float = Field(default=0.5, gt=0.0, le=1.0)
@@ -412,6 +414,17 @@ class DriftSpec(_Strict):
     max_retrains_per_day: int = Field(default=2, ge=0)
     quality_floor: float | None = None
     auto_rollback: bool = False
+
+    @field_validator("numerical_stattest", "categorical_stattest")
+    @classmethod
+    def _registered_stattest(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # Imported here: the registry pulls in NumPy/SciPy, which loading a spec otherwise does not need.
+        from .drift.stattests import stattest_names
+
+        choices = stattest_names(info.field_name.split("_")[0])
+        if v is not None and v not in choices:
+            raise ValueError(f"unknown test {v!r}; choose one of: {', '.join(choices)}")
+        return v
 
 
 class ScheduleSpec(_Strict):
