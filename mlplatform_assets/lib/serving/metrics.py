@@ -20,7 +20,7 @@ VALUE_BUCKETS = (-1e6, -1e4, -1e3, -100.0, -10.0, -1.0, -0.1, 0.0, 0.1, 1.0, 10.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 # Why the server refused a connection or request (label values of mlplatform_serving_rejections_total).
 REJECTION_REASONS = ("header_too_large", "header_timeout", "idle_timeout", "body_timeout", "upgrade",
-                     "over_capacity", "probe_only", "body_budget")
+                     "evicted", "probe_only", "over_capacity", "body_budget")
 
 
 def multiprocess_dir() -> str | None:

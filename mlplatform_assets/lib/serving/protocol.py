@@ -9,10 +9,13 @@ connection that sends nothing, has no minimum body rate, and its only connection
   request whose headers are not complete ``header_timeout_s`` after its first byte gets 408;
 * body rate: from ``body_timeout_s`` after the headers on, the body must have arrived at
   ``min_body_rate`` bytes/s on average, else 408 (a stalled body is cut after ``body_timeout_s``);
-* connection cap: a connection opened beyond ``max_connections`` may only reach the probe routes
-  (kubelet opens a new connection for every probe, so probes keep working while the server is
-  full; Prometheus likewise per scrape) and is closed after that one answer; any other request
-  on it gets 503. Beyond ``max_connections + overflow_connections`` a connection gets 503 at once;
+* connection cap: at ``max_connections`` a new connection takes the place of the oldest one that
+  is only waiting (silent since it opened, mid-headers, or idle between requests; the one
+  mid-headers gets 503), as nginx reuses idle keep-alive connections, so slowloris and idle
+  floods cannot lock new clients out. If every connection is busy with a request, the new one
+  may only reach the probe routes (kubelet opens a new connection for every probe, Prometheus
+  for every scrape) and is closed after that answer; any other request on it gets 503. Beyond
+  ``max_connections + overflow_connections`` open sockets a connection gets 503 at once;
 * upgrades (WebSocket, h2c, CONNECT) -> 400: llhttp treats every byte after such a request's
   headers as the new protocol's, so it cannot be served as plain HTTP;
 * lingering close: when the server closes a connection whose request it has not read to the end
@@ -24,6 +27,8 @@ A complete request arriving in one read costs a few attribute checks more than u
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -34,6 +39,9 @@ LINGER_S = 2.0
 LINGER_MAX_BYTES = 64 * 1024 * 1024
 # A connection beyond the cap is only good for a probe, and probes send their request at once.
 PROBE_ONLY_HEADER_TIMEOUT_S = 2.0
+# Only a connection that has waited this long may be evicted: in a burst of new connections the
+# ones accepted a moment ago (a probe among them, its request not read yet) are not the victims.
+EVICT_MIN_WAIT_S = 0.5
 
 # Connection phases. IDLE: no request being received (new, between requests, or the whole
 # request is in and being answered); HEADERS/BODY: receiving that part; CLOSING: answered and
@@ -44,6 +52,23 @@ _T_NONE, _T_IDLE, _T_HEADERS, _T_BODY, _T_LINGER = range(5)
 
 class _Abort(Exception):
     """Raised from a parser callback to stop parsing a request that has been answered already."""
+
+
+class _Admission:
+    """Per server: how many connections are admitted in full, and which may be evicted (longest waiting first)."""
+
+    __slots__ = ("admitted", "evictable")
+
+    def __init__(self):
+        self.admitted = 0
+        self.evictable: OrderedDict = OrderedDict()  # protocol -> loop time it became idle, oldest first
+
+    @classmethod
+    def of(cls, server_state) -> "_Admission":
+        admission = getattr(server_state, "mlplatform_admission", None)
+        if admission is None:
+            admission = server_state.mlplatform_admission = cls()
+        return admission
 
 
 def serving_app_of(app) -> ServingApp:
@@ -83,6 +108,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         serving = serving_app_of(self.app)
         self.limits = serving.settings
         self.metrics = serving.metrics
+        self._admission = _Admission.of(server_state)
+        self._admitted = False
         self._raw = None
         self._phase = _IDLE
         self._timer = None
@@ -101,18 +128,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport = _GuardedTransport(transport, self)
         self.metrics.open_connections.inc()
         limits = self.limits
-        open_now = len(self.connections)
-        if open_now > limits.max_connections:
-            if open_now > limits.max_connections + limits.overflow_connections:
-                self._reject(503, "overloaded", "the server has too many open connections; retry shortly",
-                             "over_capacity", retry_after=True)
-                return
+        admission = self._admission
+        if len(self.connections) > limits.max_connections + limits.overflow_connections:  # open sockets
+            self._reject(503, "overloaded", "the server has too many open connections; retry shortly",
+                         "over_capacity", retry_after=True)
+            return
+        if admission.admitted >= limits.max_connections and not self._evict_oldest_idle():
             self._probe_only = True
-        self._arm(_T_IDLE, PROBE_ONLY_HEADER_TIMEOUT_S if self._probe_only else limits.header_timeout_s)
+            self._arm(_T_IDLE, PROBE_ONLY_HEADER_TIMEOUT_S)
+            return
+        admission.admitted += 1
+        self._admitted = True
+        admission.evictable[self] = self.loop.time()
+        self._arm(_T_IDLE, limits.header_timeout_s)
 
     def connection_lost(self, exc) -> None:
-        self._cancel_timer()
-        self._phase = _CLOSING
+        self._closing()
         self.metrics.open_connections.dec()
         super().connection_lost(exc)
 
@@ -121,19 +152,44 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._phase in (_HEADERS, _BODY):
             self._linger()
         else:
-            self._phase = _CLOSING
-            self._cancel_timer()
+            self._closing()
             self._raw.close()
 
     def shutdown(self) -> None:
         cycle = self.cycle
         if self._phase == _CLOSING or (self._phase != _BODY and (cycle is None or cycle.response_complete)):
             # Nothing is being answered: a half-sent request (slowloris) must not delay the drain.
-            self._phase = _CLOSING
-            self._cancel_timer()
+            self._closing()
             self._raw.close()
         else:
             super().shutdown()
+
+    def _closing(self) -> None:
+        """Enter CLOSING: no timer, no longer admitted or evictable."""
+        self._phase = _CLOSING
+        self._cancel_timer()
+        if self._admitted:
+            self._admitted = False
+            self._admission.admitted -= 1
+            self._admission.evictable.pop(self, None)
+
+    def _evict_oldest_idle(self) -> bool:
+        """Close the connection that has waited longest without a request in progress."""
+        evictable = self._admission.evictable
+        if not evictable:
+            return False
+        victim, since = next(iter(evictable.items()))
+        if self.loop.time() - since < EVICT_MIN_WAIT_S:
+            return False
+        del evictable[victim]
+        self.metrics.rejections.labels("evicted").inc()
+        if victim._phase == _HEADERS:  # a request had begun: say why (no lingering: free the slot now)
+            body = error_body("overloaded", "the server is at its connection limit; retry shortly")
+            victim._raw.write(STATUS_LINE[503] + b"content-type: application/json\r\ncontent-length: %d\r\n"
+                              b"connection: close\r\nretry-after: 1\r\n\r\n" % len(body) + body)
+        victim._closing()
+        victim._raw.close()
+        return True
 
     # -- input ----------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -194,6 +250,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._reject(503, "overloaded", "the server has too many open connections; only /healthz, /readyz and "
                          "/metrics are answered on this one; retry shortly", "probe_only", retry_after=True)
             raise _Abort()
+        if self._admitted:
+            self._admission.evictable.pop(self, None)  # a request is in progress
         super().on_headers_complete()
         if self._probe_only:
             self.cycle.keep_alive = False
@@ -207,6 +265,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._phase = _IDLE
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._admitted and self._phase != _CLOSING and not self._answering():
+            self._admission.evictable[self] = self.loop.time()  # idle between requests: the newest candidate
 
     # -- limits ---------------------------------------------------------------------------
     def _reject_header_too_large(self) -> None:
@@ -269,7 +332,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._linger()
 
     def _linger(self) -> None:
-        self._phase = _CLOSING
+        self._closing()
         self._discarded = 0
         raw = self._raw
         if raw.is_closing():

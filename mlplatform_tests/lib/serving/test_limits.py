@@ -209,15 +209,15 @@ def test_content_encoding_is_415(limited, encoding):
 
 def test_connection_cap_keeps_probes_working(store, restore_env):
     cap = 6
-    srv = start_server(store, prediction_log=False, max_connections=cap, keep_alive_timeout_s=30)
+    srv = start_server(store, prediction_log=False, max_connections=cap, body_timeout_s=30)
     overflow = srv.app.settings.overflow_connections
     held = []
     try:
-        for _ in range(cap):  # idle keep-alive clients fill the cap
+        for _ in range(cap):  # every admitted connection is busy: a request whose body is still arriving
             s = _connect(srv)
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            s.sendall(_request("/invocations", b" " * 1000)[:-1000] + b"{")
             held.append(s)
+        time.sleep(0.2)
         # kubelet opens a new connection per probe: over the cap probes are still answered, then closed
         for path in ("/healthz", "/readyz", "/metrics"):
             with _connect(srv) as s:
@@ -231,7 +231,7 @@ def test_connection_cap_keeps_probes_working(store, restore_env):
             status, err, head = _status_and_error(_read_until_closed(s))
         assert status == 503 and err["code"] == "overloaded" and b"retry-after: 1" in head
         assert time.monotonic() - started < 1.0
-        # beyond cap + overflow: 503 at once, before any request
+        # beyond cap + overflow open sockets: 503 at once, before any request
         for _ in range(overflow):
             held.append(_connect(srv))
         time.sleep(0.2)
@@ -253,5 +253,37 @@ def test_connection_cap_keeps_probes_working(store, restore_env):
         text = _metrics(srv)
         assert metric_value(text, "mlplatform_serving_rejections_total", reason="probe_only") == 1
         assert metric_value(text, "mlplatform_serving_rejections_total", reason="over_capacity") >= 1
+    finally:
+        srv.stop()
+
+
+def test_waiting_connections_make_room_at_the_cap(store, restore_env):
+    """At the cap a new client takes the place of the connection that has waited longest."""
+    cap = 4
+    srv = start_server(store, prediction_log=False, max_connections=cap, keep_alive_timeout_s=30,
+                       header_timeout_s=30)
+    try:
+        slowloris = _connect(srv)
+        slowloris.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")  # oldest: mid-headers
+        idle = []
+        for _ in range(cap - 1):  # then keep-alive clients idle between requests
+            s = _connect(srv)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            idle.append(s)
+        time.sleep(0.7)  # older than the eviction grace (a connection just accepted is never the victim)
+        clients = [httpx.Client(base_url=srv.url) for _ in range(2)]
+        for c in clients:  # two new clients that stay connected: full service, not probe-only
+            assert c.post("/invocations", json={"inputs": [good_record()]}).status_code == 200
+        status, err, _ = _status_and_error(_read_until_closed(slowloris))
+        assert status == 503 and err["code"] == "overloaded"
+        assert _read_until_closed(idle[0]) == b""  # the longest-idle keep-alive connection was closed
+        idle[1].sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")  # the others still work
+        assert idle[1].recv(4096).startswith(b"HTTP/1.1 200")
+        assert metric_value(_metrics(srv), "mlplatform_serving_rejections_total", reason="evicted") >= 2
+        for s in [slowloris, *idle]:
+            s.close()
+        for c in clients:
+            c.close()
     finally:
         srv.stop()
