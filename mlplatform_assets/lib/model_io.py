@@ -256,7 +256,7 @@ class TrustPolicy:
             elif kind == "ObjectNode" and name not in allowed[kind]:
                 reason = self._object_refusal(module, name)
                 if reason:
-                    refused.add(f"{name} ({reason})")
+                    refused.add(name if reason is _NOT_ALLOWED else f"{name} ({reason})")
             elif name not in allowed[kind]:
                 refused.add(name)
             elif kind == "DefaultDictNode" and _defaultdict_factory(node) not in _DEFAULTDICT_FACTORIES:
@@ -270,8 +270,7 @@ class TrustPolicy:
             return None
         if _in_modules(module, self.trusted_modules):
             return _plugin_class_refusal(name)
-        return (f"not an allowed class; a custom class loads only from a module listed in {ENV_TRUSTED_MODULES}"
-                f" (trusted now: {', '.join(self.trusted_modules) or 'none'})")
+        return _NOT_ALLOWED
 
     def check(self, data: bytes, what: str) -> list[str]:
         """Audit a skops file's bytes; returns the skops-level trusted list to load it with.
@@ -288,7 +287,9 @@ class TrustPolicy:
             raise ModelFileError(f"{what}: not a readable skops file ({type(exc).__name__})") from None
         refused = self.refusals(schema)
         if refused:
-            raise ModelTrustError(f"{what} contains types outside the model trust allow-list: {refused}")
+            hint = (f" (a custom class loads only from a module listed in {ENV_TRUSTED_MODULES}; trusted now: "
+                    f"{', '.join(self.trusted_modules) or 'none'})")
+            raise ModelTrustError(f"{what} contains types outside the model trust allow-list: {refused}{hint}")
         # Second gate: skops' own audit must report nothing beyond what the policy accepted above
         # (e.g. a bit generator name hidden in a Generator's state is only visible to skops).
         try:
@@ -317,6 +318,9 @@ def _nodes(schema: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
             stack.extend(value.values())
             if "__loader__" in value:
                 yield value
+
+
+_NOT_ALLOWED = "not an allowed class"  # refused without further reason: listed by name alone
 
 
 def _defaultdict_factory(node: Mapping[str, Any]) -> str:

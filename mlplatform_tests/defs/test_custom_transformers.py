@@ -165,4 +165,5 @@ def test_plugin_model_trains_registers_serves_and_is_refused_once_untrusted(plug
         load_version(platform_env, "small_churn", "1", max_rows=10)
     for message in (str(training_side.value), str(serving_side.value)):
         assert "acme_features.RatioFeature" in message and "acme_features.SpendBand" in message
-        assert "MLPLATFORM_TRUSTED_MODULES (trusted now: none)" in message
+        assert ("a custom class loads only from a module listed in MLPLATFORM_TRUSTED_MODULES; "
+                "trusted now: none") in message
