@@ -76,7 +76,7 @@ class LocalStack:
 
     def __init__(self, root: str | Path, *, model: str, replicas: int = 2, sensor_interval_s: int = 30,
                  sensors_running: bool = False, serving_poll_interval_s: float = 2.0,
-                 prediction_log_flush_s: float = 10.0):
+                 prediction_log_flush_s: float = 10.0, platform_overrides: Mapping[str, str] | None = None):
         self.root = Path(root).resolve()
         self.model = model
         self.replicas = replicas
@@ -84,6 +84,8 @@ class LocalStack:
         self.sensors_running = sensors_running
         self.serving_poll_interval_s = serving_poll_interval_s
         self.prediction_log_flush_s = prediction_log_flush_s
+        # Extra variables for every platform process (e.g. shorter MLflow client retries in tests).
+        self.platform_overrides = dict(platform_overrides or {})
         self.models_dir = self.root / "models"
         self.logs_dir = self.root / "logs"
         self.workspace_yaml = self.root / "workspace.yaml"
@@ -152,7 +154,8 @@ class LocalStack:
                 "MLPLATFORM_HOME": str(self._home(process)), "MLPLATFORM_MODELS_DIR": str(self.models_dir),
                 "MLFLOW_TRACKING_URI": self.mlflow_url, "MLPLATFORM_DATA_URI": self.data_uri,
                 "MLPLATFORM_PREDICTION_LOG_URI": self.prediction_log_uri,
-                "MLPLATFORM_MLFLOW_UI_URL": self.mlflow_url, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+                "MLPLATFORM_MLFLOW_UI_URL": self.mlflow_url, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                **self.platform_overrides}
 
     def cli_env(self, process: str = "cli") -> dict[str, str]:
         """The environment for running ``mlplatform ...`` commands against the stack."""
@@ -190,8 +193,8 @@ class LocalStack:
         """Start every component; on any failure stop what was started and raise.
 
         Processes start concurrently where nothing depends on them (start-up is mostly Python imports), and
-        the stack waits for each to answer: PostgreSQL and S3 first, then MLflow, the code server, the Dagster
-        instance's tables and the replicas, then the webserver and the daemon on the migrated instance."""
+        the stack waits for each to answer: PostgreSQL and S3 first, then MLflow, the Dagster instance's tables
+        and the replicas, then the code server, the webserver and the daemon on the migrated instance."""
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             s3 = self._service("s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
@@ -207,11 +210,11 @@ class LocalStack:
             for bucket in (DATA_BUCKET, MLFLOW_BUCKET):
                 client.create_bucket(Bucket=bucket)
             migrate = self._dagster_migrate()
-            starting = [self._start_mlflow(), self._start_code_server()]
-            starting += [self.start_replica(i, wait=False) for i in range(self.replicas)]
+            starting = [self._start_mlflow()] + [self.start_replica(i, wait=False) for i in range(self.replicas)]
+            # Every Dagster process (the code server too) creates missing tables when it opens the instance.
             if migrate.proc.wait(timeout=180) != 0:
                 raise RuntimeError(f"dagster instance migrate failed\n{migrate.log_tail()}")
-            starting += self._start_webserver_and_daemon()
+            starting += [self._start_code_server(), *self._start_webserver_and_daemon()]
             for service in starting:
                 service.wait_ready()
         except BaseException:
