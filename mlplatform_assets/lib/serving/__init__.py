@@ -7,6 +7,7 @@ MLflow, uvicorn or dagster):
 * :func:`create_app` - the ASGI app factory; :class:`ThreadedServer` runs it in a thread.
 * :func:`add_serve_arguments` / :func:`run_from_args` - CLI glue for ``mlplatform serve``.
 * :func:`read_prediction_log` - the logged predictions as a pandas DataFrame.
+* :class:`ServingConfigError` - raised before serving for an invalid, missing or contradictory setting.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 _EXPORTS = {
     "serve": "server", "ThreadedServer": "server", "add_serve_arguments": "server", "run_from_args": "server",
     "free_port": "server", "create_app": "app", "ServingApp": "app", "ServingSettings": "settings",
-    "read_prediction_log": "predlog", "PredictionLogWriter": "predlog",
+    "read_prediction_log": "predlog", "PredictionLogWriter": "predlog", "ServingConfigError": "errors",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -9,7 +9,7 @@ def test_import_has_no_side_effects_and_no_dagster():
         "import os, sys, threading\n"
         "before = dict(os.environ)\n"
         "import mlplatform_assets.lib.serving as s\n"
-        "from mlplatform_assets.lib.serving import app, server, model, predlog, batcher, manager, validation\n"
+        "from mlplatform_assets.lib.serving import app, server, model, predlog, batcher, manager, validation, protocol\n"
         "s.serve, s.create_app, s.read_prediction_log, s.add_serve_arguments, s.run_from_args\n"
         "assert 'dagster' not in sys.modules\n"
         "assert dict(os.environ) == before\n"
