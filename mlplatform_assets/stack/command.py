@@ -10,6 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from . import LocalStack
 
 EXAMPLE_MODELS = ("customer_churn", "delivery_time")
@@ -19,8 +21,6 @@ _CLIENT_PREFIXES = ("MLPLATFORM_", "MLFLOW_", "AWS_", "DAGSTER_")
 
 def example_spec_text(stack: LocalStack, model: str) -> str:
     """The shipped example spec, reading its source from the stack's bucket and naming the stack's replicas."""
-    import yaml
-
     from mlplatform_assets.lib.config import examples_models_dir
 
     data = yaml.safe_load((examples_models_dir() / f"{model}.yaml").read_text())
@@ -54,7 +54,9 @@ def cmd_stack(args: argparse.Namespace, config=None) -> int:  # noqa: ANN001 - P
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="mlplatform-stack-"))
     stack = LocalStack(root, model=args.model, replicas=args.replicas, sensor_interval_s=args.sensor_interval,
                        sensors_running=args.sensors_running)
-    stack.write_spec(args.model, example_spec_text(stack, args.model))
+    spec_text = example_spec_text(stack, args.model)
+    stack.write_spec(args.model, spec_text)
+    days = args.days or yaml.safe_load(spec_text)["training"]["window_days"]  # enough for a first training
     stopping = False
 
     def on_term(signum, frame):  # noqa: ANN001, ARG001
@@ -65,17 +67,17 @@ def cmd_stack(args: argparse.Namespace, config=None) -> int:  # noqa: ANN001 - P
     try:
         stack.up()
         end = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
-        days = seed_example_source(stack, args.model, args.days, end)
+        seeded = seed_example_source(stack, args.model, days, end)
         env_file = write_client_env(stack)
         key_file = root / "api-key"
         key_file.touch(mode=0o600)
         key_file.write_text(stack.api_key + "\n")
         print(stack.summary())
-        print(f"\nsource:          {stack.source_uri(args.model)} ({len(days)} days {days[0]}..{days[-1]})\n"
+        print(f"\nsource:          {stack.source_uri(args.model)} ({len(seeded)} days {seeded[0]}..{seeded[-1]})\n"
               f"client env:      set -a; . {env_file}; set +a   (then: mlplatform audit {args.model}, ...)\n"
               f"API key:         {key_file}\n"
               f"first champion:  Dagster UI -> Jobs -> {args.model}__lifecycle -> Materialize the partition range\n"
-              f"                 {days[0]}...{days[-1]}; or, with the client env: mlplatform lifecycle "
+              f"                 {seeded[0]}...{seeded[-1]}; or, with the client env: mlplatform lifecycle "
               f"--model {args.model}\nCtrl-C stops everything.", flush=True)
         while True:
             time.sleep(2)
@@ -103,7 +105,8 @@ def add_stack_parser(sub) -> None:  # noqa: ANN001 - argparse subparsers
     up.add_argument("--dir", help="stack directory (default: a new temp dir, deleted on exit); kept when given")
     up.add_argument("--keep", action="store_true", help="keep the temp dir (logs) after exit")
     up.add_argument("--model", default="customer_churn", choices=EXAMPLE_MODELS, help="example model to deploy")
-    up.add_argument("--days", type=int, default=60, help="days of example data in the S3 source (ending yesterday)")
+    up.add_argument("--days", type=int, default=None,
+                    help="days of example data in the S3 source, ending yesterday (default: the training window)")
     up.add_argument("--replicas", type=int, default=2, help="serving replicas of the model")
     up.add_argument("--sensor-interval", type=int, default=30, help="minimum seconds between sensor ticks")
     up.add_argument("--sensors-running", action="store_true",

@@ -28,5 +28,6 @@ def test_stack_up_arguments():
     args = build_parser().parse_args(["stack", "up", "--model", "delivery_time", "--replicas", "3", "--days", "7"])
     assert (args.model, args.replicas, args.days, args.sensors_running, args.dir) == ("delivery_time", 3, 7,
                                                                                        False, None)
+    assert build_parser().parse_args(["stack", "up"]).days is None  # seeds the model's training window
     with pytest.raises(SystemExit):
         build_parser().parse_args(["stack", "up", "--model", "no_such_model"])
