@@ -71,6 +71,13 @@ class _Admission:
         return admission
 
 
+def _error_response(status: int, code: str, message: str, retry_after: bool = False) -> bytes:
+    """A complete JSON error answer that closes the connection."""
+    body = error_body(code, message)
+    return b"".join((STATUS_LINE[status], b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
+                     b"connection: close\r\n", b"retry-after: 1\r\n" if retry_after else b"", b"\r\n", body))
+
+
 def serving_app_of(app) -> ServingApp:
     """The ServingApp inside uvicorn's middleware wrappers (each keeps the wrapped app as ``.app``)."""
     while not isinstance(app, ServingApp):
@@ -184,9 +191,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         del evictable[victim]
         self.metrics.rejections.labels("evicted").inc()
         if victim._phase == _HEADERS:  # a request had begun: say why (no lingering: free the slot now)
-            body = error_body("overloaded", "the server is at its connection limit; retry shortly")
-            victim._raw.write(STATUS_LINE[503] + b"content-type: application/json\r\ncontent-length: %d\r\n"
-                              b"connection: close\r\nretry-after: 1\r\n\r\n" % len(body) + body)
+            victim._raw.write(_error_response(503, "overloaded", "the server is at its connection limit; retry "
+                                              "shortly", retry_after=True))
         victim._closing()
         victim._raw.close()
         return True
@@ -321,14 +327,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.disconnected = True  # the app now sees http.disconnect and cannot answer too
             cycle.message_event.set()
         if write:
-            body = error_body(code, message)
-            head = [STATUS_LINE[status], b"content-type: application/json\r\n",
-                    b"content-length: %d\r\n" % len(body), b"connection: close\r\n"]
-            if retry_after:
-                head.append(b"retry-after: 1\r\n")
-            head.append(b"\r\n")
-            head.append(body)
-            self._raw.write(b"".join(head))
+            self._raw.write(_error_response(status, code, message, retry_after))
         self._linger()
 
     def _linger(self) -> None:
