@@ -3,7 +3,8 @@
 Data layout in the platform's data store (local directory or S3 prefix):
 ``<model>/raw/date=YYYY-MM-DD/data.parquet``        raw copy of a source day
 ``<model>/validated/date=YYYY-MM-DD/data.parquet``  typed, cleaned rows of a day that passed every check
-``<model>/features/{train,holdout}.parquet``         the latest training dataset
+``<model>/<asset>/runs/<run_id>/...``                a run's outputs handed between lifecycle assets
+                                                    (training dataset, records; see defs/resources.py)
 """
 
 from __future__ import annotations
