@@ -17,7 +17,7 @@
 
 Every process is configured through the documented environment variables only, gets its own throwaway
 ``MLPLATFORM_HOME`` and ``DAGSTER_HOME`` (nothing is shared through the local filesystem) and logs to
-``<root>/logs/<name>.log``.
+``<root>/logs/<name>.log`` (PostgreSQL's log is copied there when the stack stops).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 from .postgres import PgServer, ThrowawayPostgres
 from .processes import Service, free_port
@@ -293,11 +293,11 @@ class LocalStack:
                 pass
         if self.postgres is not None:
             self.postgres.stop(mode="immediate")
+            if self.postgres.log.exists():
+                self.logs_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy(self.postgres.log, self.logs_dir / "postgres.log")
             shutil.rmtree(self.postgres.base, ignore_errors=True)
             self.postgres = None
-
-    def processes(self) -> Iterable[tuple[str, Service]]:
-        return self.services.items()
 
     def dead(self) -> list[str]:
         """Services that exited on their own (each with its log tail)."""

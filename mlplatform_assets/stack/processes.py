@@ -109,19 +109,9 @@ class Service:
         except (RuntimeError, TimeoutError) as exc:
             raise RuntimeError(f"{self.name} did not start: {exc}\n{self.log_tail()}") from None
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def stop(self, term_timeout: float = 15.0) -> None:
         if self.proc is not None:
             stop_process_group(self.proc, term_timeout)
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: a crash, not a shutdown."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
 
     def restart(self) -> None:
         self.stop()
