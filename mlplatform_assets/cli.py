@@ -347,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlplatform", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("lifecycle", help="run the whole lifecycle of models through Dagster")
+    s = sub.add_parser("lifecycle", help="run the whole lifecycle of models through Dagster (a model whose "
+                                         "training is already in progress waits for it, saying so)")
     s.add_argument("--model", action="append", help="model name (repeatable; default: all)")
     s.add_argument("--as-of", help="last day of the training window (YYYY-MM-DD; default: yesterday UTC)")
     s.add_argument("--json", action="store_true", help="also print the summaries as JSON")

@@ -88,9 +88,9 @@ def run_is_live(instance: dg.DagsterInstance, run_id: str) -> bool:
 
 def _fail(instance: dg.DagsterInstance, run: dg.DagsterRun, why: str) -> None:
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    instance.report_run_failed(run, f"{why}; marked FAILED at {now} by mlplatform's run recovery. Its "
-                                    f"incomplete model versions and MLflow runs are cleaned up by the next "
-                                    f"training of the model.")
+    instance.report_run_failed(run, f"{why}; marked FAILED at {now} by mlplatform's run recovery. What it "
+                                    f"left half done in MLflow (a RUNNING run, a version never evaluated) is "
+                                    f"cleaned up at the latest before the model's next training.")
 
 
 def fail_dead_holders(instance: dg.DagsterInstance, model: str, own_run_id: str | None = None) -> list[dg.DagsterRun]:
