@@ -57,9 +57,20 @@ def trained_models(run: dg.DagsterRun) -> list[str]:
 
 # --- locks --------------------------------------------------------------------------------------
 
+def _postgres_url(instance: dg.DagsterInstance) -> str | None:
+    storage = instance.run_storage
+    # ``storage: postgres:`` (infra/dagster.yaml, the Helm chart) wraps DagsterPostgresStorage in a
+    # LegacyRunStorage; ``run_storage: postgres:`` is PostgresRunStorage itself. Both know the URL.
+    for candidate in (storage, getattr(storage, "_storage", None)):
+        url = getattr(candidate, "postgres_url", None)
+        if url:
+            return url
+    return None
+
+
 def instance_lock(instance: dg.DagsterInstance, name: str) -> InterProcessLock:
     """A lock named ``name`` shared by every process that uses ``instance``."""
-    url = getattr(instance.run_storage, "postgres_url", None)
+    url = _postgres_url(instance)
     if url:
         return PgAdvisoryLock(url, f"mlplatform:{name}")
     return FileLock(Path(instance.root_directory) / "locks" / f"{name}.lock")

@@ -216,3 +216,26 @@ def test_recovery_fails_runs_whose_process_is_gone_and_only_those(root, instance
     failure = next(e for e in instance.all_logs(dead_cli.run_id) if e.dagster_event and
                    e.dagster_event.event_type_value == "PIPELINE_FAILURE")
     assert f"pid {dead_pid} on {me['host']}) no longer exists" in failure.message
+
+
+def test_a_postgres_instance_coordinates_through_its_database(postgres_server, postgres_db, tmp_path):
+    """The instance config production uses (``storage: postgres:``): the training lock is an advisory lock on
+    the instance's database, shared by every host, not a file that only one host sees."""
+    from mlplatform_assets.lib.locks import PgAdvisoryLock
+
+    homes = [tmp_path / "host-a", tmp_path / "host-b"]
+    for home in homes:
+        home.mkdir()
+        (home / "dagster.yaml").write_text(
+            "storage:\n  postgres:\n    postgres_url: " + postgres_server.dsn(postgres_db) + "\n")
+    host_a, host_b = (dg.DagsterInstance.from_config(str(h)) for h in homes)
+    lock_a, lock_b = training_lock(host_a, "m"), training_lock(host_b, "m")
+    assert isinstance(lock_a, PgAdvisoryLock)
+    assert lock_a.try_acquire()
+    try:
+        assert not lock_b.try_acquire()  # another host, same database: excluded
+    finally:
+        lock_a.release()
+    assert lock_b.try_acquire()
+    lock_b.release()
+    assert not list(tmp_path.rglob("*.lock"))
