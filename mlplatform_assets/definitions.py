@@ -33,8 +33,10 @@ def build_definitions(config: PlatformConfig | None = None, specs: list[ModelSpe
         jobs.append(monitoring_job(spec))
         schedules.extend(build_monitoring_schedules(spec))
         sensors.extend(build_monitoring_sensors(spec))
+    # In-process by default, also for ad-hoc "Materialize" from the UI: a process per step costs ~2 s here,
+    # and the training lock must be held across train -> evaluate -> promote, not per step.
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
-                          resources=build_resources(config))
+                          resources=build_resources(config), executor=dg.in_process_executor)
 
 
 @dg.definitions
