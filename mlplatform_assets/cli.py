@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from mlplatform_assets.lib.config import PlatformConfig, ensure_dirs, load_config
+from mlplatform_assets.lib.config import PlatformConfig, ensure_dirs, is_tracking_server, load_config
 
 
 # An explicit (default SQLite) instance config; production mounts its own (infra/dagster.yaml), with the
@@ -245,9 +245,11 @@ def cmd_lifecycle(args: argparse.Namespace, config: PlatformConfig) -> int:
     if args.json:
         print(json.dumps(summaries, default=str, indent=2))
     ok = all(s["success"] for s in summaries)
+    # A tracking server already serves its UI; a store the client opens itself needs a local UI process.
+    mlflow_hint = (config.mlflow_ui_url or config.mlflow_tracking_uri if is_tracking_server(config.mlflow_tracking_uri)
+                   else f"mlflow ui --backend-store-uri {config.mlflow_tracking_uri}")
     print(f"\nInspect the runs, assets and checks in the Dagster UI:\n  DAGSTER_HOME={config.dagster_home} "
-          f"dagster dev -w workspace.yaml\nand the model versions in MLflow:\n  mlflow ui --backend-store-uri "
-          f"{config.mlflow_tracking_uri}")
+          f"dagster dev -w workspace.yaml\nand the model versions in MLflow:\n  {mlflow_hint}")
     return 0 if ok else 1
 
 
