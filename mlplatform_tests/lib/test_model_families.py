@@ -31,7 +31,7 @@ from mlplatform_assets.lib.serving.validation import Validator
 from mlplatform_assets.lib.spec import parse_spec
 
 from mlplatform_tests.conftest import SMALL_END, SMALL_START, small_spec_yaml, write_small_spec
-from mlplatform_tests.lib.test_model_io import _calls_with_key, _node
+from mlplatform_tests.lib.test_model_io import _calls_with_key, _node, rezip_with_schema
 
 # family -> (classifier class path, weak params for v1, strong params for v2, the classes a file holds)
 FAMILIES = {
@@ -104,13 +104,7 @@ def _family_file_with(family: str, edit) -> bytes:
     for node in model_io._nodes(schema):
         by_class.setdefault(f"{node['__module__']}.{node['__class__']}", node)
     edit(by_class)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as dst:
-        dst.writestr("schema.json", json.dumps(schema))
-        for name in src.namelist():
-            if name != "schema.json":
-                dst.writestr(name, src.read(name))
-    return out.getvalue()
+    return rezip_with_schema(src, schema)
 
 
 def _add_attribute(node: dict, key: str, value: dict) -> None:

@@ -59,6 +59,11 @@ def _embed(base: bytes, payload: dict, extra_files: dict[str, bytes] | None = No
     attrs = schema["content"]
     attrs["content"]["_payload"] = payload
     attrs["key_types"]["content"].append(_node("TypeNode", "builtins", "str"))
+    return rezip_with_schema(src, schema, extra_files)
+
+
+def rezip_with_schema(src: zipfile.ZipFile, schema: dict, extra_files: dict[str, bytes] | None = None) -> bytes:
+    """A skops file: ``src``'s members with ``schema`` as its schema.json, plus ``extra_files``."""
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as dst:
         dst.writestr("schema.json", json.dumps(schema))
