@@ -144,7 +144,7 @@ def lifecycle_window(spec: Any, s3_client: Any = None, end: dt.date | None = Non
     from mlplatform_assets.lib.features import window_days
 
     end = end or last_complete_day()
-    if spec.source.example_generator and "://" not in spec.source.uri:
+    if spec.source.example_generator and "://" not in (spec.source.uri or ""):
         days = window_days(end, spec)
         write_example_source(spec, state_dir or load_config().state_dir, days)
         return days[0], days[-1]
@@ -152,7 +152,7 @@ def lifecycle_window(spec: Any, s3_client: Any = None, end: dt.date | None = Non
     if not available:
         from mlplatform_assets.lib.features import DatasetError
 
-        raise DatasetError(f"{spec.name}: source {spec.as_written('source', 'uri')} has no data on or after "
+        raise DatasetError(f"{spec.name}: source {datasource.source_label(spec)} has no data on or after "
                            f"partition_start {spec.partition_start} (up to {end})")
     days = window_days(available[-1], spec)
     first = min(d for d in available if d >= days[0])
@@ -176,7 +176,7 @@ def run_lifecycle(config: PlatformConfig, names: Sequence[str] | None = None, en
     specs = _specs(config, names)
     defs = build_definitions(config, specs)
     s3_client = None
-    if any(s.source.uri.startswith("s3://") for s in specs):
+    if any((s.source.uri or "").startswith("s3://") for s in specs):
         # The S3 resource holds dg.EnvVar fields, which only resolve through Dagster config processing.
         s3_client = defs.resources["s3"].process_config_and_initialize().get_client()  # type: ignore[union-attr]
     summaries = []

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import dagster as dg
 
-from mlplatform_assets.lib import lifecycle, validation
+from mlplatform_assets.lib import datasource, lifecycle, validation
 from mlplatform_assets.lib.endpoints import wait_for_version
 from mlplatform_assets.lib.evaluation import quality_report_html
 from mlplatform_assets.lib.features import DatasetError, TrainingDataset
@@ -52,7 +52,7 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=raw_key, group_name=name, partitions_def=partitions, check_specs=check_specs,
         backfill_policy=dg.BackfillPolicy.single_run(), kinds={"pandas", "parquet"}, tags=tags,
-        description=f"Raw rows of {name} for one day, copied from {spec.as_written('source', 'uri')}. "
+        description=f"Raw rows of {name} for one day, copied from {datasource.source_label(spec)}. "
                     "Blocking checks guard it.",
     )
     def raw_data(context: dg.AssetExecutionContext, data_store: DataStore) -> dg.MaterializeResult:
@@ -78,7 +78,7 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             "rows": dg.MetadataValue.int(total_rows),
             "bytes": dg.MetadataValue.int(sum(d.n_bytes for d in ingested)),
             "partitions": dg.MetadataValue.int(len(ingested)),
-            "source": dg.MetadataValue.text(spec.as_written("source", "uri")),  # never an expanded ${VAR}
+            "source": dg.MetadataValue.text(datasource.source_label(spec)),  # never an expanded ${VAR} or a password
         }
         if first is not None:
             metadata["dagster/column_schema"] = dg.TableSchema(

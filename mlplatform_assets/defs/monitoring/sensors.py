@@ -37,15 +37,12 @@ code location loads (default ``stopped``: an operator turns them on in the UI or
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from mlplatform_assets.defs.lifecycle.assets import daily_partitions
 from mlplatform_assets.defs.resources import DataStore, MlflowRegistryResource, PlatformResource
@@ -148,85 +145,6 @@ def _runs_with_run_key(instance: dg.DagsterInstance, run_key: str) -> list[dg.Da
     return list(instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1))
 
 
-# --- source listing with fingerprints ---------------------------------------------------
-
-def _sha16(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-def _frame_fingerprint(df: pd.DataFrame) -> str:
-    hashed = pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()
-    return _sha16(hashed + ",".join(map(str, df.columns)).encode())
-
-
-def source_fingerprints(spec: ModelSpec, s3_client: Any, previous: dict[str, dict[str, str]]
-                        ) -> dict[str, dict[str, str]]:
-    """``{day: {"fp": content fingerprint, "stat": cheap change marker}}`` for every source day.
-
-    A day whose stat is unchanged keeps its previous fingerprint, so files are only re-read when
-    they changed. Local files are fingerprinted by content (SHA-256), S3 objects by ETag (the
-    content MD5 for single-part uploads).
-    """
-    src = spec.source
-    out: dict[str, dict[str, str]] = {}
-    if src.layout == "daily_files":
-        rx = datasource._daily_regex(src.file_pattern)
-        for key, stat, read in _list_objects(src.uri, s3_client):
-            m = rx.match(key)
-            if not m:
-                continue
-            try:
-                day = dt.date.fromisoformat(m.group(1))
-            except ValueError:
-                continue
-            if day < spec.partition_start:
-                continue
-            d = day.isoformat()
-            prev = previous.get(d)
-            if prev and prev.get("stat") == stat:
-                out[d] = prev
-            elif stat.startswith("etag:"):
-                out[d] = {"fp": stat[5:21], "stat": stat}
-            else:
-                out[d] = {"fp": _sha16(read()), "stat": stat}
-        return out
-    # single_file: one file holds every day; re-read it only when it changed, then fingerprint per day.
-    uri = src.uri.rstrip("/")
-    parent, name = uri.rsplit("/", 1) if "/" in uri else (".", uri)
-    listing = {k: (stat, read) for k, stat, read in _list_objects(parent, s3_client) if k == name}
-    if name not in listing:
-        return {}
-    stat = listing[name][0]
-    unchanged = {d: v for d, v in previous.items() if v.get("stat") == stat}
-    if unchanged and len(unchanged) == len(previous):
-        return dict(previous)
-    days = datasource.available_days(spec, s3_client)
-    for day_data in datasource.read_days(spec, days, s3_client):
-        out[day_data.day.isoformat()] = {"fp": _frame_fingerprint(day_data.frame), "stat": stat}
-    return out
-
-
-def _list_objects(uri: str, s3_client: Any):  # noqa: ANN202 - iterator of (key, stat, reader)
-    if uri.startswith("s3://"):
-        from mlplatform_assets.lib.storage import split_s3_uri
-
-        bucket, prefix = split_s3_uri(uri)
-        strip = len(prefix) + 1 if prefix else 0
-        for page in s3_client.get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
-            for obj in page.get("Contents", []):
-                etag = str(obj.get("ETag", "")).strip('"')
-                yield obj["Key"][strip:], f"etag:{etag}:{obj.get('Size')}", None
-        return
-    base = Path(uri)
-    if not base.is_dir():
-        return
-    for p in sorted(base.rglob("*")):
-        if p.is_file() and not p.name.startswith("."):
-            st = p.stat()
-            yield str(p.relative_to(base)), f"{st.st_size}:{st.st_mtime_ns}", p.read_bytes
-
-
 # --- sensors -----------------------------------------------------------------------------
 
 def build_new_data_sensor(spec: ModelSpec) -> dg.SensorDefinition:
@@ -239,7 +157,7 @@ def build_new_data_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         name=sensor_name, job_name=f"{name}__ingest", minimum_interval_seconds=sensor_interval_s(),
         default_status=sensors_default_status(),
         description=(
-            f"Watches {spec.as_written('source', 'uri')} for new or changed daily files of {name} and launches one "
+            f"Watches {datasource.source_label(spec)} for new or changed daily files of {name} and launches one "
             f"{name}__ingest run per day and distinct file content (run_key {name}:ingest:<day>:<fingerprint>), "
             f"oldest first, at most {_new_data_max_per_tick()} per tick. On its first tick, days whose raw_data "
             f"partition is already materialized are adopted without a run."),
@@ -248,8 +166,8 @@ def build_new_data_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         state = _load_cursor(context.cursor, sensor_name)
         first_tick = "days" not in state
         known: dict[str, dict[str, str]] = state.get("days", {})
-        s3_client = data_store.source_s3_client() if spec.source.uri.startswith("s3://") else None
-        current = source_fingerprints(spec, s3_client, known)
+        s3_client = data_store.source_s3_client() if (spec.source.uri or "").startswith("s3://") else None
+        current = datasource.source_for(spec, s3_client).fingerprints(known)
         last_key = partitions.get_last_partition_key()
         adopted: list[str] = []
         if first_tick:
@@ -280,7 +198,7 @@ def build_new_data_sensor(spec: ModelSpec) -> dg.SensorDefinition:
             context.log.info(f"{name}: requesting ingest of {', '.join(batch)}"
                              + (f"; {more} more day(s) next tick" if more else ""))
             return dg.SensorResult(run_requests=requests, cursor=new_cursor)
-        why = f"no new or changed files in {spec.as_written('source', 'uri')} ({len(current)} day(s) known"
+        why = f"no new or changed files in {datasource.source_label(spec)} ({len(current)} day(s) known"
         why += f", latest {max(current)})" if current else ")"
         if adopted:
             why += f"; adopted {len(adopted)} already-ingested day(s) on the first tick"
