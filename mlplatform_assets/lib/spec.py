@@ -177,8 +177,50 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SqlSourceSpec(_Strict):
+    url: str = Field(description="SQLAlchemy database URL; put it in an environment variable (${ORDERS_DB_URL}) "
+                                 "so the password never sits in the spec")
+    table: str | None = Field(default=None, description="Table (or schema.table) read one day at a time "
+                                                        "by the spec's timestamp_column")
+    query: str | None = Field(default=None, description="SELECT returning one day's rows for the bound "
+                                                        "parameters :start (inclusive) and :end (exclusive)")
+
+    @field_validator("url")
+    @classmethod
+    def _sqlalchemy_url(cls, v: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(v)
+        except (ArgumentError, ValueError):
+            # The value may hold a password: name the problem, never echo the URL.
+            raise ValueError("is not a SQLAlchemy database URL (dialect+driver://user:password@host/database)") from None
+        return v
+
+    @field_validator("table")
+    @classmethod
+    def _plain_table_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?", v):
+            raise ValueError("must be a table name or schema.table (letters, digits, _ and $)")
+        return v
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> "SqlSourceSpec":
+        if (self.table is None) == (self.query is None):
+            raise ValueError("set exactly one of table or query")
+        if self.query is not None:
+            missing = [p for p in (":start", ":end") if not re.search(re.escape(p) + r"\b", self.query)]
+            if missing:
+                raise ValueError(f"query must bind the day bounds as {' and '.join(missing)} "
+                                 "(e.g. WHERE ts >= :start AND ts < :end)")
+        return self
+
+
 class SourceSpec(_Strict):
-    uri: str = Field(description="CSV/Parquet file, or directory/prefix of daily files; local path or s3:// URI")
+    uri: str | None = Field(default=None, description="CSV/Parquet file, or directory/prefix of daily files; "
+                                                      "local path or s3:// URI")
+    sql: SqlSourceSpec | None = Field(default=None, description="A database table or query, read through SQLAlchemy")
     format: Literal["csv", "parquet"] | None = None
     layout: Literal["single_file", "daily_files"] | None = None
     file_pattern: str = Field(
@@ -222,6 +264,13 @@ class SourceSpec(_Strict):
 
     @model_validator(mode="after")
     def _infer(self) -> "SourceSpec":
+        if (self.uri is None) == (self.sql is None):
+            raise ValueError("set exactly one of uri (files) or sql (a database)")
+        if self.sql is not None:
+            set_file_fields = [f for f in ("format", "layout", "example_generator") if getattr(self, f) is not None]
+            if set_file_fields:
+                raise ValueError(f"{', '.join(set_file_fields)} only apply to file sources, not sql")
+            return self
         uri = self.uri.rstrip("/")
         suffix = uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else ""
         layout = self.layout or ("single_file" if suffix in ("csv", "parquet", "pq") else "daily_files")
@@ -699,6 +748,14 @@ def parse_spec(text: str, path: str = "<spec>", variables: Mapping[str, str] | N
     except ValidationError as exc:
         raise SpecError(_mask(_format_errors(path, exc), substituted)) from None
     spec._as_written = {p: written for p, (written, _) in substituted.items()}
+    sql = spec.source.sql
+    if sql is not None and ("source", "sql", "url") not in spec._as_written:
+        from sqlalchemy.engine import make_url
+
+        if make_url(sql.url).password:
+            # The spec is recorded (MLflow, Dagster metadata): a literal password would be recorded with it.
+            raise SpecError(f"{path}: source.sql.url: holds a password; put the URL in an environment variable "
+                            "and write source.sql.url: ${ORDERS_DB_URL}")
     return spec
 
 
