@@ -157,8 +157,8 @@ def build_new_data_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         name=sensor_name, job_name=f"{name}__ingest", minimum_interval_seconds=sensor_interval_s(),
         default_status=sensors_default_status(),
         description=(
-            f"Watches {datasource.source_label(spec)} for new or changed daily files of {name} and launches one "
-            f"{name}__ingest run per day and distinct file content (run_key {name}:ingest:<day>:<fingerprint>), "
+            f"Watches {datasource.source_label(spec)} for new or changed days of {name} data and launches one "
+            f"{name}__ingest run per day and distinct content (run_key {name}:ingest:<day>:<fingerprint>), "
             f"oldest first, at most {_new_data_max_per_tick()} per tick. On its first tick, days whose raw_data "
             f"partition is already materialized are adopted without a run."),
     )
