@@ -147,8 +147,8 @@ class PeakRSS:
 # workers
 # ---------------------------------------------------------------------------------------------
 def worker(step: str, case: str, rows: int, profile_path: str) -> dict:
-    from mlplatform_assets.lib import drift
-    from mlplatform_assets.lib.drift import evidently_oracle
+    from mlplatform_assets.lib.monitoring import drift
+    from mlplatform_assets.lib.monitoring.drift import evidently_oracle
 
     if step == "ours_profile":
         ref, num, cat = make_frame(case, rows, current=False)

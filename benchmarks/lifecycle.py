@@ -34,8 +34,8 @@ from mlflow.models import infer_signature
 from threadpoolctl import threadpool_limits
 from mlplatform_assets.lib.spec import load_spec
 from mlplatform_assets.lib.config import examples_models_dir
-from mlplatform_assets.lib.features import build_pipeline
-from mlplatform_assets.lib.registry import trusted_types_for
+from mlplatform_assets.lib.model.features import build_pipeline
+from mlplatform_assets.lib.model.registry import trusted_types_for
 home = sys.argv[1]
 spec = load_spec(examples_models_dir() / "customer_churn.yaml", home)
 files = sorted(glob.glob(os.path.join(spec.source.uri, "*.parquet")))
@@ -63,7 +63,7 @@ print("PEER_OK", len(train), len(hold))
 def write_data(home: Path, rows: int) -> None:
     """Pre-generate the example days at the requested size (the lifecycle keeps existing files)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from mlplatform_assets.lib import example_data
+    from mlplatform_assets.lib.data import example_data
 
     days = [END - dt.timedelta(days=i) for i in range(DAYS - 1, -1, -1)]
     example_data.write_example_days("customer_churn", home / "example-data" / "customer_churn", days,

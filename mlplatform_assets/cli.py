@@ -10,8 +10,12 @@ import os
 import sys
 from typing import Any, Sequence
 
-from mlplatform_assets.lib.config import PlatformConfig, ensure_dirs, is_tracking_server, load_config
-
+from mlplatform_assets.lib.config import (
+    PlatformConfig,
+    ensure_dirs,
+    is_tracking_server,
+    load_config,
+)
 
 # An explicit (default SQLite) instance config; production mounts its own (infra/dagster.yaml), with the
 # same run coordination and monitoring.
@@ -51,8 +55,8 @@ def _prepare(config: PlatformConfig, open_dagster: bool = False):  # noqa: ANN20
     command. Returns the Dagster instance when ``open_dagster``.
     """
     from mlplatform_assets.lib.config import is_tracking_server
+    from mlplatform_assets.lib.data.storage import atomic_path
     from mlplatform_assets.lib.locks import FileLock, holding
-    from mlplatform_assets.lib.storage import atomic_path
 
     ensure_dirs(config)
     instance_yaml = os.path.join(config.dagster_home, "dagster.yaml")
@@ -77,7 +81,11 @@ def _prepare(config: PlatformConfig, open_dagster: bool = False):  # noqa: ANN20
 
 def _recover_dead_runs(config: PlatformConfig, instance: Any, out: Any) -> None:
     """Mark runs whose process is gone FAILED and clean up what they left in MLflow (see defs/coordination)."""
-    from mlplatform_assets.defs.coordination import recover_dead_runs, run_is_live, trained_models
+    from mlplatform_assets.defs.coordination import (
+        recover_dead_runs,
+        run_is_live,
+        trained_models,
+    )
 
     failed = recover_dead_runs(instance)
     for run in failed:
@@ -91,7 +99,7 @@ def _recover_dead_runs(config: PlatformConfig, instance: Any, out: Any) -> None:
 
 
 def _registry(config: PlatformConfig):  # noqa: ANN202
-    from mlplatform_assets.lib.registry import MlflowSettings, Registry
+    from mlplatform_assets.lib.model.registry import MlflowSettings, Registry
 
     return Registry(MlflowSettings.from_config(config), config.audit_log_path)
 
@@ -121,7 +129,7 @@ def write_example_source(spec: Any, state_dir: str, days: list[dt.date], drift: 
                          overwrite: bool = False) -> list:
     """Generate a spec's example days into its source directory, which must lie under MLPLATFORM_HOME:
     example data is platform state, so a spec can never make the generator write anywhere else."""
-    from mlplatform_assets.lib import example_data
+    from mlplatform_assets.lib.data import example_data
     from mlplatform_assets.lib.spec import SpecError
 
     if "://" in spec.source.uri:
@@ -140,8 +148,8 @@ def lifecycle_window(spec: Any, s3_client: Any = None, end: dt.date | None = Non
     """The partition range a lifecycle run ingests: the training window ending at the latest source day.
     A local source with an example generator gets its missing days generated (under ``state_dir``,
     default: MLPLATFORM_HOME)."""
-    from mlplatform_assets.lib import datasource
-    from mlplatform_assets.lib.features import window_days
+    from mlplatform_assets.lib.data import datasource
+    from mlplatform_assets.lib.model.features import window_days
 
     end = end or last_complete_day()
     if spec.source.example_generator and "://" not in (spec.source.uri or ""):
@@ -150,7 +158,7 @@ def lifecycle_window(spec: Any, s3_client: Any = None, end: dt.date | None = Non
         return days[0], days[-1]
     available = [d for d in datasource.available_days(spec, s3_client) if d <= end]
     if not available:
-        from mlplatform_assets.lib.features import DatasetError
+        from mlplatform_assets.lib.model.features import DatasetError
 
         raise DatasetError(f"{spec.name}: source {datasource.source_label(spec)} has no data on or after "
                            f"partition_start {spec.partition_start} (up to {end})")
@@ -163,7 +171,11 @@ def run_lifecycle(config: PlatformConfig, names: Sequence[str] | None = None, en
                   out=sys.stdout) -> list[dict[str, Any]]:
     """Run each model's lifecycle job through Dagster (the code path the UI uses) and summarize it."""
     from mlplatform_assets.definitions import build_definitions
-    from mlplatform_assets.defs.coordination import CLI_HOST_TAG, CLI_PID_TAG, CLI_PROCESS_START_TAG
+    from mlplatform_assets.defs.coordination import (
+        CLI_HOST_TAG,
+        CLI_PID_TAG,
+        CLI_PROCESS_START_TAG,
+    )
     from mlplatform_assets.defs.lifecycle.assets import RANGE_END_TAG, RANGE_START_TAG
     from mlplatform_assets.lib.locks import process_identity
 
@@ -296,8 +308,8 @@ def cmd_rollback(args: argparse.Namespace, config: PlatformConfig) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace, config: PlatformConfig) -> int:
-    from mlplatform_assets.lib.lifecycle import reproduce
-    from mlplatform_assets.lib.storage import ObjectStore
+    from mlplatform_assets.lib.data.storage import ObjectStore
+    from mlplatform_assets.lib.model.lifecycle import reproduce
 
     _prepare(config)
     result = reproduce(_registry(config), ObjectStore(config.data_uri), args.model, args.version)
@@ -315,7 +327,7 @@ def cmd_audit(args: argparse.Namespace, config: PlatformConfig) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace, config: PlatformConfig) -> int:
-    from mlplatform_assets.lib.registry import version_lineage
+    from mlplatform_assets.lib.model.registry import version_lineage
 
     _prepare(config)
     print(json.dumps(version_lineage(_registry(config), args.model, args.version), indent=2, default=str))
@@ -415,8 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*is currently in beta.*")
     args = build_parser().parse_args(argv)
-    from mlplatform_assets.lib.features import DatasetError
-    from mlplatform_assets.lib.registry import RegistryError
+    from mlplatform_assets.lib.model.features import DatasetError
+    from mlplatform_assets.lib.model.registry import RegistryError
     from mlplatform_assets.lib.spec import SpecError
 
     # Every command passes explicit locations to Dagster and MLflow (never MLflow's default ./mlflow.db,

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mlplatform_assets.defs.lifecycle.assets import build_lifecycle_assets, lifecycle_jobs
-from mlplatform_assets.defs.monitoring.assets import build_monitoring_assets, monitoring_job
+from mlplatform_assets.defs.lifecycle.assets import (
+    build_lifecycle_assets,
+    lifecycle_jobs,
+)
+from mlplatform_assets.defs.monitoring.assets import (
+    build_monitoring_assets,
+    monitoring_job,
+)
 from mlplatform_assets.defs.monitoring.schedules import build_monitoring_schedules
-from mlplatform_assets.defs.monitoring.sensors import build_monitoring_sensors, build_run_failure_sensor
+from mlplatform_assets.defs.monitoring.sensors import (
+    build_monitoring_sensors,
+    build_run_failure_sensor,
+)
 from mlplatform_assets.defs.resources import build_resources
-from mlplatform_assets.lib.alerts import load_alert_sinks
 from mlplatform_assets.lib.config import PlatformConfig, load_config
+from mlplatform_assets.lib.monitoring.alerts import load_alert_sinks
 from mlplatform_assets.lib.spec import ModelSpec, load_specs
 
 

@@ -41,8 +41,16 @@ from pathlib import Path
 import pytest
 
 from mlplatform_assets.lib.config import PlatformConfig, load_config
-from mlplatform_assets.stack.postgres import PgServer, PostgresUnavailable, start_throwaway_postgres
-from mlplatform_assets.stack.processes import free_port, stop_process_group, wait_for_http
+from mlplatform_assets.stack.postgres import (
+    PgServer,
+    PostgresUnavailable,
+    start_throwaway_postgres,
+)
+from mlplatform_assets.stack.processes import (
+    free_port,
+    stop_process_group,
+    wait_for_http,
+)
 
 __all__ = ["PgServer", "free_port", "stop_process_group", "wait_for_http"]  # re-exported for the tests
 
@@ -63,7 +71,7 @@ _ISOLATED_VARS = (
 
 def write_churn_days(directory: str | Path, days: list[dt.date] = SMALL_DAYS, rows: int = SMALL_ROWS) -> list[Path]:
     """Write ``<directory>/<YYYY-MM-DD>.parquet`` files of generated churn data; returns the paths."""
-    from mlplatform_assets.lib.example_data import customer_churn
+    from mlplatform_assets.lib.data.example_data import customer_churn
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from mlplatform_assets.cli import lifecycle_window, main
-from mlplatform_assets.lib import example_data
 from mlplatform_assets.lib.config import examples_models_dir
+from mlplatform_assets.lib.data import example_data
 from mlplatform_assets.lib.spec import SpecError, load_spec
 from mlplatform_tests.lib.test_spec import BILLION_LAUGHS, GOOD
 

@@ -27,7 +27,13 @@ from typing import Iterator
 
 import dagster as dg
 
-from mlplatform_assets.lib.locks import FileLock, InterProcessLock, PgAdvisoryLock, holding, process_alive
+from mlplatform_assets.lib.locks import (
+    FileLock,
+    InterProcessLock,
+    PgAdvisoryLock,
+    holding,
+    process_alive,
+)
 
 MODEL_TAG = "mlplatform/model"
 TRAINING_TAG = "mlplatform/training"

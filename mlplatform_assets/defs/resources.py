@@ -10,9 +10,9 @@ from dagster_aws.s3 import S3Resource
 
 from mlplatform_assets.defs.coordination import LIVE_STATUSES, TrainingLockResource
 from mlplatform_assets.lib.config import PlatformConfig
-from mlplatform_assets.lib.features import TrainingDataset
-from mlplatform_assets.lib.registry import MlflowSettings, Registry
-from mlplatform_assets.lib.storage import ObjectStore
+from mlplatform_assets.lib.data.storage import ObjectStore
+from mlplatform_assets.lib.model.features import TrainingDataset
+from mlplatform_assets.lib.model.registry import MlflowSettings, Registry
 
 
 class MlflowRegistryResource(dg.ConfigurableResource):

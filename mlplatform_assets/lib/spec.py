@@ -24,11 +24,20 @@ from typing import Annotated, Any, Literal, Mapping, Sequence
 from urllib.parse import unquote
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from .endpoints import check_endpoint_url
-from .model_io import DANGEROUS_MODULES, ENV_TRUSTED_MODULES
+from mlplatform_assets.lib.model.model_io import DANGEROUS_MODULES, ENV_TRUSTED_MODULES
+from mlplatform_assets.lib.serving.endpoints import check_endpoint_url
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 
@@ -450,7 +459,7 @@ class ValidationSpec(_Strict):
 
 
 class DriftSpec(_Strict):
-    # Choices come from the drift test registry (lib/drift/stattests.py): a new test is selectable here
+    # Choices come from the drift test registry (lib/monitoring/drift/stattests.py): a new test is selectable here
     # without editing this file.
     numerical_stattest: str | None = Field(
         default=None, description="Test for numerical columns (default: Evidently's choice by sample size)")
@@ -468,7 +477,7 @@ class DriftSpec(_Strict):
     @classmethod
     def _registered_stattest(cls, v: str | None, info: ValidationInfo) -> str | None:
         # Imported here: the registry pulls in NumPy/SciPy, which loading a spec otherwise does not need.
-        from .drift.stattests import stattest_names
+        from mlplatform_assets.lib.monitoring.drift.stattests import stattest_names
 
         choices = stattest_names(info.field_name.split("_")[0])
         if v is not None and v not in choices:
@@ -732,7 +741,7 @@ def parse_spec(text: str, path: str = "<spec>", variables: Mapping[str, str] | N
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: (top level): expected a mapping of fields, got {type(raw).__name__}")
     if variables is None:
-        from .config import load_config
+        from mlplatform_assets.lib.config import load_config
 
         variables = spec_variables(load_config().state_dir)
     substituted: dict[FieldPath, tuple[str, str]] = {}
@@ -780,7 +789,7 @@ def load_spec(path: str | Path, state_dir: str | None = None) -> ModelSpec:
     except UnicodeDecodeError as exc:
         raise SpecError(f"{p}: (top level): not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
                         "save the spec as UTF-8") from None
-    from .config import load_config
+    from mlplatform_assets.lib.config import load_config
 
     variables = spec_variables(state_dir or load_config().state_dir)
     spec = parse_spec(text, str(p), variables, base_dir=p.parent)

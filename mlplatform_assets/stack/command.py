@@ -31,7 +31,7 @@ def example_spec_text(stack: LocalStack, model: str) -> str:
 
 def seed_example_source(stack: LocalStack, model: str, days: int, end: dt.date) -> list[dt.date]:
     """Write ``days`` days of generated example data, ending at ``end``, into the model's S3 source."""
-    from mlplatform_assets.lib.example_data import GENERATORS
+    from mlplatform_assets.lib.data.example_data import GENERATORS
 
     written = [end - dt.timedelta(days=i) for i in reversed(range(days))]
     for day in written:

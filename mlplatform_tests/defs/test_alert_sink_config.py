@@ -3,7 +3,7 @@
 import pytest
 
 from mlplatform_assets.definitions import build_definitions
-from mlplatform_assets.lib.alerts import AlertConfigError
+from mlplatform_assets.lib.monitoring.alerts import AlertConfigError
 
 
 def test_malformed_sink_url_fails_the_definitions_load(platform_env, monkeypatch):

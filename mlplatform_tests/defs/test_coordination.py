@@ -16,12 +16,24 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mlplatform_assets.defs.coordination import (CLI_HOST_TAG, CLI_PID_TAG, CLI_PROCESS_START_TAG, HELD,
-                                                 LOCK_STATE_TAG, TRAINING_TAG, TrainingLockResource,
-                                                 recover_dead_runs, training_lock)
-from mlplatform_assets.defs.resources import STORAGE_PREFIX_META, DatasetIOManager, LocalDataStore
+from mlplatform_assets.defs.coordination import (
+    CLI_HOST_TAG,
+    CLI_PID_TAG,
+    CLI_PROCESS_START_TAG,
+    HELD,
+    LOCK_STATE_TAG,
+    TRAINING_TAG,
+    TrainingLockResource,
+    recover_dead_runs,
+    training_lock,
+)
+from mlplatform_assets.defs.resources import (
+    STORAGE_PREFIX_META,
+    DatasetIOManager,
+    LocalDataStore,
+)
+from mlplatform_assets.lib.data.storage import ObjectStore
 from mlplatform_assets.lib.locks import process_identity
-from mlplatform_assets.lib.storage import ObjectStore
 
 WAIT_S = 120
 REPO = Path(__file__).resolve().parents[2]

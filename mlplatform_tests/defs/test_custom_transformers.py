@@ -16,15 +16,19 @@ import pandas as pd
 import pytest
 
 from mlplatform_assets.cli import main, run_lifecycle
-from mlplatform_assets.lib.example_data import customer_churn
-from mlplatform_assets.lib.features import build_pipeline, fit_pipeline
-from mlplatform_assets.lib.registry import MlflowSettings, Registry, RegistryError
+from mlplatform_assets.lib.data.example_data import customer_churn
+from mlplatform_assets.lib.model.features import build_pipeline, fit_pipeline
+from mlplatform_assets.lib.model.registry import MlflowSettings, Registry, RegistryError
 from mlplatform_assets.lib.serving import ThreadedServer, create_app
 from mlplatform_assets.lib.serving.model import ModelLoadError, load_version
 from mlplatform_assets.lib.spec import SpecError, parse_spec
-
-from mlplatform_tests.conftest import SMALL_END, SMALL_START, small_spec_yaml, write_small_spec
-from mlplatform_tests.lib.test_model_families import ROW, _predict, require
+from mlplatform_tests.conftest import (
+    SMALL_END,
+    SMALL_START,
+    small_spec_yaml,
+    write_small_spec,
+)
+from mlplatform_tests.lib.model.test_model_families import ROW, _predict, require
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1] / "plugins" / "acme_features"
 TRANSFORMERS = """\

@@ -5,9 +5,8 @@ import urllib.request
 from pathlib import Path
 
 from mlplatform_assets.cli import run_lifecycle
-from mlplatform_assets.lib.endpoints import probe
 from mlplatform_assets.lib.serving import ThreadedServer, create_app
-
+from mlplatform_assets.lib.serving.endpoints import probe
 from mlplatform_tests.conftest import SMALL_END, write_small_spec
 
 

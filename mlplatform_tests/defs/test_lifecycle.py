@@ -9,12 +9,11 @@ import pytest
 
 from mlplatform_assets.cli import main, run_lifecycle
 from mlplatform_assets.definitions import build_definitions
-from mlplatform_assets.lib import registry as reg_mod
-from mlplatform_assets.lib.lifecycle import reproduce
-from mlplatform_assets.lib.registry import MlflowSettings, Registry, RegistryError
+from mlplatform_assets.lib.data.storage import ObjectStore, read_records
+from mlplatform_assets.lib.model import registry as reg_mod
+from mlplatform_assets.lib.model.lifecycle import reproduce
+from mlplatform_assets.lib.model.registry import MlflowSettings, Registry, RegistryError
 from mlplatform_assets.lib.spec import load_specs
-from mlplatform_assets.lib.storage import ObjectStore, read_records
-
 from mlplatform_tests.conftest import SMALL_DAYS, SMALL_END, write_small_spec
 
 
@@ -121,8 +120,8 @@ def trained_state(tmp_path_factory):
             mp.setenv(var, str(base / sub))
         for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLPLATFORM_DATA_URI", "MLPLATFORM_ARTIFACT_ROOT"):
             mp.delenv(var, raising=False)
-        from mlplatform_assets.lib import example_data
         from mlplatform_assets.lib.config import ensure_dirs, load_config
+        from mlplatform_assets.lib.data import example_data
 
         config = load_config()
         ensure_dirs(config)

@@ -12,11 +12,11 @@ from mlplatform_assets.cli import run_lifecycle
 from mlplatform_assets.definitions import build_definitions
 from mlplatform_assets.defs.resources import build_resources
 from mlplatform_assets.lib.config import ensure_dirs
-from mlplatform_assets.lib.example_data import customer_churn
-from mlplatform_assets.lib.registry import MlflowSettings, Registry
+from mlplatform_assets.lib.data.example_data import customer_churn
+from mlplatform_assets.lib.model.registry import MlflowSettings, Registry
 from mlplatform_assets.lib.spec import load_specs
 from mlplatform_tests.conftest import SMALL_DAYS, SMALL_END, SMALL_NAME, SMALL_ROWS
-from mlplatform_tests.lib.test_sql_source import sql_spec_yaml, write_orders
+from mlplatform_tests.lib.data.test_sql_source import sql_spec_yaml, write_orders
 
 
 @pytest.fixture

@@ -21,9 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from mlplatform_assets.lib.alerting.http import RetryPolicy
-from mlplatform_assets.lib.alerting.sinks.alertmanager import ENV_RESOLVE_AFTER, AlertmanagerSink
-from mlplatform_assets.lib.alerts import Alert, read_alerts, send_alert
+from mlplatform_assets.lib.monitoring.alerting.http import RetryPolicy
+from mlplatform_assets.lib.monitoring.alerting.sinks.alertmanager import (
+    ENV_RESOLVE_AFTER,
+    AlertmanagerSink,
+)
+from mlplatform_assets.lib.monitoring.alerts import Alert, read_alerts, send_alert
 from mlplatform_tests.conftest import free_port, stop_process_group, wait_for_http
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")

@@ -14,8 +14,14 @@ import dagster as dg
 import pytest
 
 from mlplatform_assets.cli import run_lifecycle
-from mlplatform_assets.lib.registry import (LINEAGE_TAGS, STATE_EVALUATED, TAG_DAGSTER_RUN, TAG_STATE,
-                                            MlflowSettings, Registry)
+from mlplatform_assets.lib.model.registry import (
+    LINEAGE_TAGS,
+    STATE_EVALUATED,
+    TAG_DAGSTER_RUN,
+    TAG_STATE,
+    MlflowSettings,
+    Registry,
+)
 from mlplatform_tests.integration.cli_processes import logs, start_together
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -22,9 +22,9 @@ import dagster as dg
 import pytest
 
 from mlplatform_assets.cli import run_lifecycle
-from mlplatform_assets.lib import example_data
-from mlplatform_assets.lib.alerts import read_alerts
-from mlplatform_assets.lib.registry import MlflowSettings, Registry
+from mlplatform_assets.lib.data import example_data
+from mlplatform_assets.lib.model.registry import MlflowSettings, Registry
+from mlplatform_assets.lib.monitoring.alerts import read_alerts
 from mlplatform_tests.conftest import stop_process_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

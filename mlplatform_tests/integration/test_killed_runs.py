@@ -22,9 +22,25 @@ import pytest
 
 from mlplatform_assets.cli import run_lifecycle
 from mlplatform_assets.lib.config import load_config
-from mlplatform_assets.lib.registry import (CHALLENGER, CHAMPION, LINEAGE_TAGS, STATE_ABANDONED, STATE_EVALUATED,
-                                            STATE_PENDING, TAG_DAGSTER_RUN, TAG_STATE, MlflowSettings, Registry)
-from mlplatform_tests.conftest import SMALL_END, SMALL_NAME, free_port, write_churn_days, write_small_spec
+from mlplatform_assets.lib.model.registry import (
+    CHALLENGER,
+    CHAMPION,
+    LINEAGE_TAGS,
+    STATE_ABANDONED,
+    STATE_EVALUATED,
+    STATE_PENDING,
+    TAG_DAGSTER_RUN,
+    TAG_STATE,
+    MlflowSettings,
+    Registry,
+)
+from mlplatform_tests.conftest import (
+    SMALL_END,
+    SMALL_NAME,
+    free_port,
+    write_churn_days,
+    write_small_spec,
+)
 from mlplatform_tests.integration.cli_processes import start_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,7 +12,7 @@ import pytest
 
 from mlplatform_assets.cli import run_lifecycle
 from mlplatform_assets.lib.config import load_config
-from mlplatform_assets.lib.registry import MlflowSettings, Registry
+from mlplatform_assets.lib.model.registry import MlflowSettings, Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

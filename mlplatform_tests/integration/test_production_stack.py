@@ -31,14 +31,35 @@ import pandas as pd
 import pytest
 
 from mlplatform_assets.defs.lifecycle.assets import RANGE_END_TAG, RANGE_START_TAG
-from mlplatform_assets.lib.example_data import customer_churn
-from mlplatform_assets.lib.registry import CHALLENGER, CHAMPION, LINEAGE_TAGS, TAG_DAGSTER_RUN
-from mlplatform_assets.stack import DATA_BUCKET, LOCATION_NAME, MLFLOW_BUCKET, LocalStack, wait_until
+from mlplatform_assets.lib.data.example_data import customer_churn
+from mlplatform_assets.lib.model.registry import (
+    CHALLENGER,
+    CHAMPION,
+    LINEAGE_TAGS,
+    TAG_DAGSTER_RUN,
+)
+from mlplatform_assets.stack import (
+    DATA_BUCKET,
+    LOCATION_NAME,
+    MLFLOW_BUCKET,
+    LocalStack,
+    wait_until,
+)
 from mlplatform_assets.stack.command import write_client_env
 from mlplatform_assets.stack.postgres import PostgresUnavailable
-from mlplatform_tests.conftest import SMALL_DAYS, SMALL_END, SMALL_NAME, SMALL_ROWS, small_spec_yaml
-from mlplatform_tests.integration.test_webserver_graphql import (LAUNCH_RUN, RUN_FAILURE_EVENTS, RUN_STATUS,
-                                                                 Webserver)
+from mlplatform_tests.conftest import (
+    SMALL_DAYS,
+    SMALL_END,
+    SMALL_NAME,
+    SMALL_ROWS,
+    small_spec_yaml,
+)
+from mlplatform_tests.integration.test_webserver_graphql import (
+    LAUNCH_RUN,
+    RUN_FAILURE_EVENTS,
+    RUN_STATUS,
+    Webserver,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

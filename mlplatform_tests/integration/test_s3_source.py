@@ -11,13 +11,20 @@ import pandas as pd
 import pytest
 
 from mlplatform_assets.cli import run_lifecycle
-from mlplatform_assets.lib.alerts import Alert, read_alerts, send_alert
 from mlplatform_assets.lib.config import load_config
-from mlplatform_assets.lib.example_data import customer_churn
-from mlplatform_assets.lib.lifecycle import raw_key, validated_key
-from mlplatform_assets.lib.registry import MlflowSettings, Registry
-from mlplatform_assets.lib.storage import read_records
-from mlplatform_tests.conftest import SMALL_DAYS, SMALL_END, SMALL_NAME, SMALL_ROWS, free_port, write_small_spec
+from mlplatform_assets.lib.data.example_data import customer_churn
+from mlplatform_assets.lib.data.storage import read_records
+from mlplatform_assets.lib.model.lifecycle import raw_key, validated_key
+from mlplatform_assets.lib.model.registry import MlflowSettings, Registry
+from mlplatform_assets.lib.monitoring.alerts import Alert, read_alerts, send_alert
+from mlplatform_tests.conftest import (
+    SMALL_DAYS,
+    SMALL_END,
+    SMALL_NAME,
+    SMALL_ROWS,
+    free_port,
+    write_small_spec,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

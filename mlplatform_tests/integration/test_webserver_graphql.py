@@ -19,7 +19,7 @@ import pytest
 
 from mlplatform_assets.cli import _prepare
 from mlplatform_assets.defs.lifecycle.assets import RANGE_END_TAG, RANGE_START_TAG
-from mlplatform_assets.lib.registry import MlflowSettings, Registry
+from mlplatform_assets.lib.model.registry import MlflowSettings, Registry
 from mlplatform_tests.conftest import free_port, stop_process_group, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from mlplatform_assets.lib.locks import FileLock, PgAdvisoryLock, holding, process_alive, process_identity
+from mlplatform_assets.lib.locks import (
+    FileLock,
+    PgAdvisoryLock,
+    holding,
+    process_alive,
+    process_identity,
+)
 
 _HOLD = """
 import sys, time

@@ -8,11 +8,16 @@ import dagster as dg
 import pytest
 
 from mlplatform_assets.definitions import build_definitions
-from mlplatform_assets.lib.lifecycle import reproduce
-from mlplatform_assets.lib.registry import MlflowSettings, Registry
+from mlplatform_assets.lib.data.storage import ObjectStore
+from mlplatform_assets.lib.model.lifecycle import reproduce
+from mlplatform_assets.lib.model.registry import MlflowSettings, Registry
 from mlplatform_assets.lib.spec import load_specs, parse_spec
-from mlplatform_assets.lib.storage import ObjectStore
-from mlplatform_tests.conftest import SMALL_DAYS, SMALL_NAME, write_churn_days, write_small_spec
+from mlplatform_tests.conftest import (
+    SMALL_DAYS,
+    SMALL_NAME,
+    write_churn_days,
+    write_small_spec,
+)
 
 TOKEN = "tok-5ecr3t-81f2c9"
 

@@ -9,15 +9,25 @@ from typing import Any, Optional
 
 import dagster as dg
 
-from mlplatform_assets.lib import datasource, lifecycle, validation
-from mlplatform_assets.lib.endpoints import wait_for_version
-from mlplatform_assets.lib.evaluation import quality_report_html
-from mlplatform_assets.lib.features import DatasetError, TrainingDataset
-from mlplatform_assets.lib.hashing import code_version
+from mlplatform_assets.defs.coordination import (
+    MODEL_TAG,
+    TRAINING_ASSETS,
+    TrainingLockResource,
+    run_is_live,
+    training_tags,
+)
+from mlplatform_assets.defs.resources import (
+    DataStore,
+    MlflowRegistryResource,
+    PlatformResource,
+)
+from mlplatform_assets.lib.data import datasource, validation
+from mlplatform_assets.lib.data.hashing import code_version
+from mlplatform_assets.lib.model import lifecycle
+from mlplatform_assets.lib.model.evaluation import quality_report_html
+from mlplatform_assets.lib.model.features import DatasetError, TrainingDataset
+from mlplatform_assets.lib.serving.endpoints import wait_for_version
 from mlplatform_assets.lib.spec import ModelSpec
-from mlplatform_assets.defs.coordination import (MODEL_TAG, TRAINING_ASSETS, TrainingLockResource, run_is_live,
-                                                  training_tags)
-from mlplatform_assets.defs.resources import DataStore, MlflowRegistryResource, PlatformResource
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -209,7 +219,7 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     )
     def deployed_endpoint(context: dg.AssetExecutionContext, evaluation_report: dict,
                           mlflow: MlflowRegistryResource, training_lock: TrainingLockResource):
-        from mlplatform_assets.lib.evaluation import PromotionDecision
+        from mlplatform_assets.lib.model.evaluation import PromotionDecision
 
         registry = mlflow.registry()
         decision = PromotionDecision(**evaluation_report["decision"])

@@ -11,11 +11,16 @@ import dagster as dg
 import pandas as pd
 
 from mlplatform_assets.defs.lifecycle.assets import daily_partitions
-from mlplatform_assets.defs.resources import DataStore, MlflowRegistryResource, PlatformResource
-from mlplatform_assets.lib import drift, monitoring
-from mlplatform_assets.lib.hashing import frame_sha256
-from mlplatform_assets.lib.lifecycle import validated_key
-from mlplatform_assets.lib.validation import infer_feature_columns
+from mlplatform_assets.defs.resources import (
+    DataStore,
+    MlflowRegistryResource,
+    PlatformResource,
+)
+from mlplatform_assets.lib.data.hashing import frame_sha256
+from mlplatform_assets.lib.data.validation import infer_feature_columns
+from mlplatform_assets.lib.model.lifecycle import validated_key
+from mlplatform_assets.lib.monitoring import batch as monitoring
+from mlplatform_assets.lib.monitoring import drift
 from mlplatform_assets.lib.spec import ModelSpec
 
 

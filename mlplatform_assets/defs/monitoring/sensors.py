@@ -45,10 +45,14 @@ from typing import Any
 import dagster as dg
 
 from mlplatform_assets.defs.lifecycle.assets import daily_partitions
-from mlplatform_assets.defs.resources import DataStore, MlflowRegistryResource, PlatformResource
-from mlplatform_assets.lib import datasource
-from mlplatform_assets.lib.alerts import Alert, send_alert
-from mlplatform_assets.lib.registry import RegistryError
+from mlplatform_assets.defs.resources import (
+    DataStore,
+    MlflowRegistryResource,
+    PlatformResource,
+)
+from mlplatform_assets.lib.data import datasource
+from mlplatform_assets.lib.model.registry import RegistryError
+from mlplatform_assets.lib.monitoring.alerts import Alert, send_alert
 from mlplatform_assets.lib.spec import ModelSpec
 
 ENV_INTERVAL = "MLPLATFORM_SENSOR_INTERVAL_S"

@@ -1,3 +1,3 @@
-from .server import main
+from mlplatform_assets.lib.serving.server import main
 
 main()

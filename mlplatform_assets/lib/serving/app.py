@@ -26,13 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
-from . import auth as _auth
-from .batcher import Batcher, Item
-from .errors import ClientError, error_body, safe_name
-from .manager import ModelManager
-from .metrics import ServingMetrics
-from .predlog import PredictionLogWriter
-from .settings import ServingSettings
+from mlplatform_assets.lib.serving import auth as _auth
+from mlplatform_assets.lib.serving.batcher import Batcher, Item
+from mlplatform_assets.lib.serving.errors import ClientError, error_body, safe_name
+from mlplatform_assets.lib.serving.manager import ModelManager
+from mlplatform_assets.lib.serving.metrics import ServingMetrics
+from mlplatform_assets.lib.serving.predlog import PredictionLogWriter
+from mlplatform_assets.lib.serving.settings import ServingSettings
 
 log = logging.getLogger("mlplatform.serving")
 

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 
-from .errors import ServingConfigError
+from mlplatform_assets.lib.serving.errors import ServingConfigError
 
 log = logging.getLogger("mlplatform.serving.auth")
 

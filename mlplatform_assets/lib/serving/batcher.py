@@ -21,8 +21,8 @@ import time
 
 import orjson
 
-from .errors import error_body
-from .predlog import LogChunk
+from mlplatform_assets.lib.serving.errors import error_body
+from mlplatform_assets.lib.serving.predlog import LogChunk
 
 log = logging.getLogger("mlplatform.serving.batcher")
 _STOP = object()

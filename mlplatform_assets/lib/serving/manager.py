@@ -6,7 +6,12 @@ import logging
 import threading
 import time
 
-from .model import ModelHandle, ModelLoadError, load_version, resolve_alias
+from mlplatform_assets.lib.serving.model import (
+    ModelHandle,
+    ModelLoadError,
+    load_version,
+    resolve_alias,
+)
 
 log = logging.getLogger("mlplatform.serving.manager")
 MAX_RETRY_BACKOFF_S = 600.0

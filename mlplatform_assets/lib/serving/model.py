@@ -3,7 +3,7 @@
 The service never unpickles: ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` is set in the
 serving process and only models saved with ``serialization_format="skops"`` are accepted. What a
 model file may contain is decided by the platform's one model trust policy
-(:mod:`mlplatform_assets.lib.model_io`, built by ``policy_from_environment``), extended only by the
+(:mod:`mlplatform_assets.lib.model.model_io`, built by ``policy_from_environment``), extended only by the
 operator's plugin modules (``MLPLATFORM_TRUSTED_MODULES``) and the exact class names listed in
 ``MLPLATFORM_SERVING_TRUSTED_TYPES`` - never by the ``skops_trusted_types`` the model artifact
 declares about itself. (MLflow 3.17's own ``mlflow.sklearn.load_model`` refuses skops models too when
@@ -21,10 +21,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..model_io import (ModelFileError, ModelTrustError, TrustedTypeConfigError, load_skops_file,
-                        policy_from_environment, skops_path)
-from .settings import ENV_TRUSTED_TYPES
-from .validation import Column, Validator, columns_from_signature
+from mlplatform_assets.lib.model.model_io import (
+    ModelFileError,
+    ModelTrustError,
+    TrustedTypeConfigError,
+    load_skops_file,
+    policy_from_environment,
+    skops_path,
+)
+from mlplatform_assets.lib.serving.settings import ENV_TRUSTED_TYPES
+from mlplatform_assets.lib.serving.validation import (
+    Column,
+    Validator,
+    columns_from_signature,
+)
 
 log = logging.getLogger("mlplatform.serving.model")
 

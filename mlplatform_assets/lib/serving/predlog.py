@@ -169,7 +169,7 @@ class PredictionLogWriter:
     def start(self) -> None:
         if self._thread is None:
             if self.spool_dir:
-                from .errors import ServingConfigError
+                from mlplatform_assets.lib.serving.errors import ServingConfigError
 
                 try:
                     os.makedirs(self.spool_dir, exist_ok=True)

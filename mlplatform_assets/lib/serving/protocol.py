@@ -32,8 +32,8 @@ from collections import OrderedDict
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from .app import PROBE_PATHS, ServingApp
-from .errors import error_body
+from mlplatform_assets.lib.serving.app import PROBE_PATHS, ServingApp
+from mlplatform_assets.lib.serving.errors import error_body
 
 LINGER_S = 2.0
 LINGER_MAX_BYTES = 64 * 1024 * 1024

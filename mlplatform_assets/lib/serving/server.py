@@ -14,9 +14,14 @@ import time
 
 import orjson
 
-from .app import ServingApp, create_app, harden_process_env, tune_serving_process
-from .errors import ServingConfigError
-from .settings import ENV_MAX_CONNECTIONS, ServingSettings
+from mlplatform_assets.lib.serving.app import (
+    ServingApp,
+    create_app,
+    harden_process_env,
+    tune_serving_process,
+)
+from mlplatform_assets.lib.serving.errors import ServingConfigError
+from mlplatform_assets.lib.serving.settings import ENV_MAX_CONNECTIONS, ServingSettings
 
 log = logging.getLogger("mlplatform.serving")
 
@@ -26,7 +31,7 @@ _FD_RESERVE = 256
 
 
 def _uvicorn_kwargs(host: str, port: int, log_level: str, settings: ServingSettings) -> dict:
-    from .protocol import GuardedHttpToolsProtocol
+    from mlplatform_assets.lib.serving.protocol import GuardedHttpToolsProtocol
 
     # ws="none": uvicorn never upgrades; the protocol answers upgrade requests with 400.
     return dict(host=host, port=port, loop="uvloop", http=GuardedHttpToolsProtocol, ws="none", lifespan="on",
@@ -71,7 +76,7 @@ def serve(model_name: str, host: str = "127.0.0.1", port: int = 8080, workers: i
     """
     import uvicorn
 
-    from .auth import ApiKeyAuth
+    from mlplatform_assets.lib.serving.auth import ApiKeyAuth
 
     if config is None:
         from mlplatform_assets.lib.config import load_config

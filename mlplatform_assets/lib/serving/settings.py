@@ -9,7 +9,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
-from .errors import ServingConfigError
+from mlplatform_assets.lib.serving.errors import ServingConfigError
 
 ENV_POLL_INTERVAL = "MLPLATFORM_SERVING_POLL_INTERVAL_S"
 ENV_MAX_BODY_BYTES = "MLPLATFORM_SERVING_MAX_BODY_BYTES"
@@ -174,7 +174,7 @@ class ServingSettings:
         ``numbers``: the numeric settings by field name (``max_body_bytes=..., header_timeout_s=...``;
         see :data:`NUMERIC_SETTINGS` for their variables); ``None`` means "not given".
         """
-        from .auth import hash_key, split_keys
+        from mlplatform_assets.lib.serving.auth import hash_key, split_keys
 
         env = os.environ if environ is None else environ
         if not model_name or not isinstance(model_name, str):

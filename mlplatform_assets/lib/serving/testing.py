@@ -70,8 +70,11 @@ def mixed_frame(n: int, seed: int = 0):
 
 def _pipeline(kind: str, numeric, categorical, seed: int):
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor,
-                                  RandomForestClassifier)
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+    )
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import ClientError, safe_name
+from mlplatform_assets.lib.serving.errors import ClientError, safe_name
 
 _INT_BOUNDS = {"long": (-(2**63), 2**63 - 1), "integer": (-(2**31), 2**31 - 1)}
 NUMERIC = ("double", "float", "long", "integer")

@@ -8,11 +8,10 @@ import pandas as pd
 
 from mlplatform_assets.cli import run_lifecycle
 from mlplatform_assets.definitions import build_definitions
-from mlplatform_assets.lib import example_data
-from mlplatform_assets.lib.monitoring import predictions_key
+from mlplatform_assets.lib.data import example_data
+from mlplatform_assets.lib.data.storage import ObjectStore
+from mlplatform_assets.lib.monitoring.batch import predictions_key
 from mlplatform_assets.lib.spec import load_specs
-from mlplatform_assets.lib.storage import ObjectStore
-
 from mlplatform_tests.conftest import SMALL_END, write_small_spec
 
 
@@ -105,8 +104,8 @@ def test_endpoint_prediction_log_feeds_prediction_drift(tmp_path, small_source):
 def test_delayed_labels_below_floor_roll_back_the_serving_version(platform_env, small_source):
     """The whole chain with real assets: v2 serves, a day's labels show it below the quality floor,
     the quality sensor alerts and (auto_rollback on) brings v1 back, audited."""
-    from mlplatform_assets.lib.alerts import read_alerts
-    from mlplatform_assets.lib.registry import MlflowSettings, Registry
+    from mlplatform_assets.lib.model.registry import MlflowSettings, Registry
+    from mlplatform_assets.lib.monitoring.alerts import read_alerts
 
     models = Path(platform_env.models_dir)
     write_small_spec(models, small_source, estimator="sklearn.dummy.DummyClassifier", params="{strategy: prior}")

@@ -17,16 +17,20 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from mlplatform_assets.definitions import build_definitions
 from mlplatform_assets.defs.lifecycle.assets import daily_partitions
 from mlplatform_assets.defs.monitoring import sensors as S
 from mlplatform_assets.defs.resources import build_resources
-from mlplatform_assets.definitions import build_definitions
-from mlplatform_assets.lib import example_data
-from mlplatform_assets.lib.alerts import read_alerts
-from mlplatform_assets.lib.spec import DriftSpec, load_specs
-
 from mlplatform_assets.lib.config import ensure_dirs
-from mlplatform_tests.conftest import SMALL_DAYS, SMALL_END, write_churn_days, write_small_spec
+from mlplatform_assets.lib.data import example_data
+from mlplatform_assets.lib.monitoring.alerts import read_alerts
+from mlplatform_assets.lib.spec import DriftSpec, load_specs
+from mlplatform_tests.conftest import (
+    SMALL_DAYS,
+    SMALL_END,
+    write_churn_days,
+    write_small_spec,
+)
 
 NAME = "small_churn"
 SHA_A = "a" * 64
@@ -353,7 +357,11 @@ def _register_two_versions(config):
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from mlplatform_assets.lib.registry import MlflowSettings, Registry, mlflow_uris
+    from mlplatform_assets.lib.model.registry import (
+        MlflowSettings,
+        Registry,
+        mlflow_uris,
+    )
 
     registry = Registry(MlflowSettings.from_config(config), config.audit_log_path)
     X = np.array([[0.0], [1.0], [2.0], [3.0]])

@@ -9,6 +9,7 @@ from mlplatform_assets.lib.serving import ThreadedServer, create_app
 from mlplatform_assets.lib.serving.auth import ApiKeyAuth, hash_key
 from mlplatform_assets.lib.serving.errors import ServingConfigError
 from mlplatform_assets.lib.serving.settings import ServingSettings
+
 from .conftest import MODEL, good_record, metric_value, start_server
 
 KEY_ENV = "env-key-" + "a1b2c3d4e5f6"

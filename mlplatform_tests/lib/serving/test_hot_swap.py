@@ -9,6 +9,7 @@ import pytest
 
 from mlplatform_assets.lib.serving import read_prediction_log
 from mlplatform_assets.lib.serving import testing as T
+
 from .conftest import good_record, metric_value, start_server
 
 
@@ -108,7 +109,7 @@ def test_pickle_models_are_refused_and_flag_is_off(store, restore_env):
 
 
 def test_untrusted_skops_type_is_refused(store, restore_env, monkeypatch):
-    from mlplatform_assets.lib import model_io
+    from mlplatform_assets.lib.model import model_io
     from mlplatform_assets.lib.serving import model as model_mod
 
     predictor = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"

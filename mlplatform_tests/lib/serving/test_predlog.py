@@ -6,7 +6,11 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from mlplatform_assets.lib.serving.predlog import LogChunk, PredictionLogWriter, read_prediction_log
+from mlplatform_assets.lib.serving.predlog import (
+    LogChunk,
+    PredictionLogWriter,
+    read_prediction_log,
+)
 
 
 def _chunk(n, version="1", ts_us=None, rid="r"):

@@ -14,6 +14,7 @@ import pytest
 
 from mlplatform_assets.lib.serving import free_port, read_prediction_log
 from mlplatform_assets.lib.serving import testing as T
+
 from .conftest import good_record, metric_value
 
 

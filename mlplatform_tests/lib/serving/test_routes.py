@@ -5,8 +5,9 @@ import math
 import httpx
 import pytest
 
-from .conftest import MODEL, good_record, metric_value, start_server
 from mlplatform_assets.lib.serving import testing as T
+
+from .conftest import MODEL, good_record, metric_value, start_server
 
 COLUMNS = ["age", "income", "score", "city", "plan"]
 

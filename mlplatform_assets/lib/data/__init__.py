@@ -1,0 +1,1 @@
+"""Data: sources, object storage, validation, content hashing, example data."""

@@ -1,0 +1,1 @@
+"""Monitoring: batch scoring, drift, realized quality, alerts and their sinks."""
