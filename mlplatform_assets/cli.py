@@ -357,6 +357,15 @@ def cmd_serve(args: argparse.Namespace, config: PlatformConfig) -> int:
     return 0
 
 
+def cmd_exporter(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from mlplatform_assets.commands.exporter import build_collector, run_exporter
+
+    instance = _prepare(config, open_dagster=True)
+    run_exporter(build_collector(config, instance, _registry(config), args.cache_seconds), args.host, args.port,
+                 sys.stdout)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlplatform", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -414,6 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         s.add_argument("--model", required=True)
     s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("exporter", help="serve model health (drift, realized quality, ingest and training times, "
+                                        "champion, promotions/rollbacks, alerts) as Prometheus metrics")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    s.add_argument("--port", type=int, default=9108)
+    s.add_argument("--cache-seconds", type=float, default=15.0,
+                   help="serve a snapshot of the stores at most this old (one read per period, however many scrapes)")
+    s.set_defaults(fn=cmd_exporter)
 
     from mlplatform_assets.stack.command import add_stack_parser
 

@@ -5,20 +5,32 @@ With ``workers > 1`` the service runs prometheus_client in multiprocess mode
 processes start), so whichever worker answers ``GET /metrics`` reports the SUM of the counters
 and histograms of all workers; gauges that are per-process by nature (loaded model version,
 pickle flag) carry a ``pid`` label, in-flight requests are summed over live workers.
+
+Process metrics (``process_cpu_seconds_total``, ``process_resident_memory_bytes``, ``process_open_fds``, ...)
+and ``python_info`` are exported too. With one worker they are the standard collectors (plus Python GC
+statistics). With several, each live worker's process metrics carry a ``pid`` label (read from /proc for
+every live worker, whichever worker answers), so ``sum without (pid) (...)`` is the whole pod: summing
+them in one unlabelled series would go backwards when a worker restarts; picking the answering worker's
+would jump between workers from scrape to scrape.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 PROBA_BUCKETS = tuple(i / 10 for i in range(1, 11))
@@ -31,6 +43,32 @@ REJECTION_REASONS = ("header_too_large", "header_timeout", "idle_timeout", "body
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+
+
+# Files prometheus_client writes per process for "live" gauges; mark_process_dead removes them, so the pids
+# in these names are the workers that are (or were until a crash) serving.
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
+
+
+def _live_worker_pids(path: str) -> list[int]:
+    pids = {int(m.group(1)) for name in os.listdir(path) if (m := _LIVE_GAUGE_FILE.match(name))}
+    return sorted(pid for pid in pids if os.path.exists(f"/proc/{pid}"))  # a SIGKILLed worker left its files
+
+
+class WorkerProcessCollector:
+    """``process_*`` metrics of every live worker of a multi-worker server, each sample labelled ``pid``."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def collect(self):  # noqa: ANN201 - Iterable[Metric]
+        families: dict[str, Metric] = {}
+        for pid in _live_worker_pids(self.path):
+            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        return list(families.values())
 
 
 class ServingMetrics:
@@ -86,6 +124,10 @@ class ServingMetrics:
         self.pickle_allowed = Gauge("mlplatform_serving_pickle_deserialization_allowed",
                                     "1 if MLFLOW_ALLOW_PICKLE_DESERIALIZATION is true in this process",
                                     registry=r, multiprocess_mode="liveall")
+        # The standard process/platform/GC collectors (the custom registry has none by default).
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.model_version.labels(model_name).set(0)
         for counter in (self.reloads, self.reload_failures, self.poll_errors):
             counter.labels(model_name)  # export 0 before the first event
@@ -112,6 +154,8 @@ class ServingMetrics:
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=mp)
+            registry.register(WorkerProcessCollector(mp))
+            PlatformCollector(registry=registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

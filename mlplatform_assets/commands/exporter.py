@@ -1,0 +1,99 @@
+"""``mlplatform exporter``: serve model health (:mod:`mlplatform_assets.lib.monitoring.exporter`) to Prometheus.
+
+This module holds the one part that reads the Dagster instance (``lib`` never imports Dagster) and the HTTP
+server: prometheus_client's threaded WSGI server, ``GET /metrics`` (any path answers with the metrics).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any, Mapping
+
+import dagster as dg
+from prometheus_client import CollectorRegistry, start_http_server
+
+from mlplatform_assets.defs import names
+from mlplatform_assets.lib.config import PlatformConfig
+from mlplatform_assets.lib.monitoring import exporter as health
+from mlplatform_assets.lib.monitoring.exporter import (
+    Materialization,
+    MaterializationsReader,
+    ModelHealthCollector,
+    alerts_reader,
+    registry_reader,
+    specs_reader,
+)
+
+DEFAULT_CACHE_SECONDS = 15.0
+# role -> (asset, read its newest daily partition rather than its newest run)
+HEALTH_ASSETS = {health.INGEST: (names.VALIDATED_DATA, False), health.TRAINING: (names.TRAINED_MODEL, False),
+                 health.DRIFT: (names.DRIFT_REPORT, True), health.PERFORMANCE: (names.MODEL_PERFORMANCE, True)}
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def _materialization(entry: Any) -> Materialization | None:
+    mat = entry.asset_materialization if entry is not None else None
+    if mat is None:
+        return None
+    return Materialization(timestamp=entry.timestamp, partition=mat.partition,
+                           metadata={k: _plain(v) for k, v in mat.metadata.items()})
+
+
+def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, newest_day: bool) -> Materialization | None:
+    """The newest materialization of ``key``; with ``newest_day``, the newest one of its newest daily partition
+    (partition keys are ISO dates, so the largest is the newest day): a backfill of an old day run later
+    must not replace the current day's drift or quality."""
+    if not newest_day:
+        return _materialization(instance.get_latest_materialization_event(key))
+    partitions = instance.get_materialized_partitions(key)
+    if not partitions:
+        return None
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[max(partitions)]),
+                                              limit=1).records
+    return _materialization(records[0].event_log_entry) if records else None
+
+
+def dagster_reader(instance: dg.DagsterInstance) -> MaterializationsReader:
+    def read(models: list[str]) -> dict[str, Mapping[str, Materialization]]:
+        out: dict[str, Mapping[str, Materialization]] = {}
+        for model in models:
+            found = {role: latest_materialization(instance, names.asset_key(model, asset), newest_day)
+                     for role, (asset, newest_day) in HEALTH_ASSETS.items()}
+            out[model] = {role: m for role, m in found.items() if m is not None}
+        return out
+
+    return read
+
+
+def build_collector(config: PlatformConfig, instance: dg.DagsterInstance, registry: Any,
+                    cache_seconds: float = DEFAULT_CACHE_SECONDS) -> ModelHealthCollector:
+    return ModelHealthCollector(specs=specs_reader(config.models_dir, config.state_dir),
+                                materializations=dagster_reader(instance), registry=registry_reader(registry),
+                                alerts=alerts_reader(config.alerts_log_path), cache_seconds=cache_seconds)
+
+
+def start_exporter(collector: ModelHealthCollector, host: str, port: int):  # noqa: ANN201 - (server, thread)
+    """Serve ``collector`` on ``host:port`` in a background thread; ``server.shutdown()`` stops it."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return start_http_server(port, addr=host, registry=registry)
+
+
+def run_exporter(collector: ModelHealthCollector, host: str, port: int, out: Any) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    server, thread = start_exporter(collector, host, port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"mlplatform exporter: model health on http://{host}:{server.server_port}/metrics "
+          f"(stores read at most every {collector.cache_seconds:g} s)", file=out, flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
