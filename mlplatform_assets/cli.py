@@ -7,13 +7,13 @@ import datetime as dt
 import getpass
 import json
 import os
+import shlex
 import sys
 from typing import Any, Sequence
 
 from mlplatform_assets.lib.config import (
     PlatformConfig,
     ensure_dirs,
-    is_tracking_server,
     load_config,
 )
 
@@ -257,12 +257,26 @@ def cmd_lifecycle(args: argparse.Namespace, config: PlatformConfig) -> int:
     if args.json:
         print(json.dumps(summaries, default=str, indent=2))
     ok = all(s["success"] for s in summaries)
-    # A tracking server already serves its UI; a store the client opens itself needs a local UI process.
-    mlflow_hint = (config.mlflow_ui_url or config.mlflow_tracking_uri if is_tracking_server(config.mlflow_tracking_uri)
-                   else f"mlflow ui --backend-store-uri {config.mlflow_tracking_uri}")
-    print(f"\nInspect the runs, assets and checks in the Dagster UI:\n  DAGSTER_HOME={config.dagster_home} "
-          f"dagster dev -w workspace.yaml\nand the model versions in MLflow:\n  {mlflow_hint}")
+    print(f"\nInspect the runs, assets, checks and model versions in the Dagster and MLflow UIs:\n  {ui_command(config)}")
     return 0 if ok else 1
+
+
+def ui_command(config: PlatformConfig) -> str:
+    """The ``mlplatform ui`` command that opens this configuration's state from any directory: the state
+    directory, plus each location that differs from what the state directory implies."""
+    implied = load_config({"MLPLATFORM_HOME": config.state_dir})
+    env = {"MLPLATFORM_HOME": config.state_dir}
+    for var, field in (("DAGSTER_HOME", "dagster_home"), ("MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
+                       ("MLPLATFORM_MODELS_DIR", "models_dir")):
+        if getattr(config, field) != getattr(implied, field):
+            env[var] = getattr(config, field)
+    return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " mlplatform ui"
+
+
+def cmd_ui(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from mlplatform_assets.commands.ui import run_ui
+
+    return run_ui(config, args.host, args.port, args.mlflow_port)
 
 
 def cmd_config(args: argparse.Namespace, config: PlatformConfig) -> int:
@@ -376,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--as-of", help="last day of the training window (YYYY-MM-DD; default: yesterday UTC)")
     s.add_argument("--json", action="store_true", help="also print the summaries as JSON")
     s.set_defaults(fn=cmd_lifecycle)
+
+    s = sub.add_parser("ui", help="the Dagster UI (webserver + daemon) and the MLflow UI on this state, until Ctrl-C")
+    s.add_argument("--host", default="127.0.0.1", help="interface both UIs listen on (default: 127.0.0.1)")
+    s.add_argument("--port", type=int, default=3000, help="Dagster UI port (default: 3000)")
+    s.add_argument("--mlflow-port", type=int, default=5000,
+                   help="MLflow UI port (default: 5000; metadata links follow it unless MLPLATFORM_MLFLOW_UI_URL is set)")
+    s.set_defaults(fn=cmd_ui)
 
     s = sub.add_parser("config", help="print the effective configuration")
     s.add_argument("--json", action="store_true")

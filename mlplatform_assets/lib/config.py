@@ -21,6 +21,9 @@ ENV_ARTIFACT_ROOT = "MLPLATFORM_ARTIFACT_ROOT"
 ENV_DATA_URI = "MLPLATFORM_DATA_URI"
 ENV_MLFLOW_UI_URL = "MLPLATFORM_MLFLOW_UI_URL"
 ENV_DAGSTER_HOME = "DAGSTER_HOME"
+# The port ``mlplatform ui`` serves the MLflow UI on by default: links in asset metadata point there unless
+# MLPLATFORM_MLFLOW_UI_URL says otherwise (a tracking server is its own UI).
+DEFAULT_MLFLOW_UI_PORT = 5000
 
 
 def examples_models_dir() -> Path:
@@ -43,7 +46,9 @@ class PlatformConfig:
     audit_log_path: str
     alerts_log_path: str
     prediction_log_uri: str
-    mlflow_ui_url: str | None
+    # Where people open MLflow (links in asset metadata): MLPLATFORM_MLFLOW_UI_URL, else the tracking server,
+    # else the MLflow UI that ``mlplatform ui`` starts on DEFAULT_MLFLOW_UI_PORT.
+    mlflow_ui_url: str
 
     def as_dict(self) -> dict[str, str | None]:
         return asdict(self)
@@ -92,7 +97,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> PlatformConfig:
         audit_log_path=f"{records_root}/audit" if records_root else str(state_dir / "audit" / "promotions.jsonl"),
         alerts_log_path=f"{records_root}/alerts" if records_root else str(state_dir / "audit" / "alerts.jsonl"),
         prediction_log_uri=env.get("MLPLATFORM_PREDICTION_LOG_URI") or str(state_dir / "predictions"),
-        mlflow_ui_url=env.get(ENV_MLFLOW_UI_URL) or None,
+        mlflow_ui_url=(env.get(ENV_MLFLOW_UI_URL) or (tracking_uri if is_tracking_server(tracking_uri) else
+                                                       f"http://127.0.0.1:{DEFAULT_MLFLOW_UI_PORT}")).rstrip("/"),
     )
 
 

@@ -26,6 +26,7 @@ from mlplatform_assets.lib.data.hashing import code_version
 from mlplatform_assets.lib.model import lifecycle
 from mlplatform_assets.lib.model.evaluation import quality_report_html
 from mlplatform_assets.lib.model.features import DatasetError, TrainingDataset
+from mlplatform_assets.lib.model.report import evaluation_markdown, mlflow_artifact_url
 from mlplatform_assets.lib.serving.endpoints import wait_for_version
 from mlplatform_assets.lib.spec import ModelSpec
 
@@ -190,7 +191,12 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             registry.log_evaluation(name, version, trained_model["run_id"], report, ev.decision.as_dict(),
                                     ev.champion_metrics, spec.metrics.primary)
         report_uri = f"runs:/{trained_model['run_id']}/evaluation/{report_name}"
+        # The MLflow UI renders the HTML artifact in its run page: one link that works on the embedded
+        # default (`mlplatform ui`) and on a cluster (the tracking server's UI).
+        report_url = mlflow_artifact_url(trained_model["run_url"], f"evaluation/{report_name}")
         metadata = {
+            "summary": dg.MetadataValue.md(evaluation_markdown(spec, ev, features.y("holdout"), report_url)),
+            "report": dg.MetadataValue.url(report_url),
             "promote": dg.MetadataValue.bool(ev.decision.promote),
             "reason": dg.MetadataValue.text(ev.decision.reason),
             "challenger_version": dg.MetadataValue.text(str(version)),

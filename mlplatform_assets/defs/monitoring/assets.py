@@ -51,6 +51,25 @@ def _column_table(result: drift.DriftResult) -> str:
     return "\n".join(rows)
 
 
+NO_DRIFT_CHECK = "no_dataset_drift"
+
+
+def no_drift_check_result(result: drift.DriftResult, prediction: drift.ColumnDrift | None) -> dg.AssetCheckResult:
+    """WARN when the day drifted, naming the drifted columns (and prediction drift when there was some)."""
+    drifted = sorted(c.column for c in result.columns.values() if c.drifted)
+    summary = (f"drift share {result.drift_share:.2f} ({result.n_drifted}/{result.n_columns} columns), "
+               f"threshold {result.drift_share_threshold:g}")
+    if drifted:
+        summary += f"; drifted: {', '.join(drifted)}"
+    if prediction is not None and prediction.drifted:
+        summary += f"; predictions drifted ({prediction.stattest})"
+    return dg.AssetCheckResult(
+        check_name=NO_DRIFT_CHECK, passed=not result.dataset_drift, severity=dg.AssetCheckSeverity.WARN,
+        description=("dataset drift: " if result.dataset_drift else "no dataset drift: ") + summary,
+        metadata={"drift_share": dg.MetadataValue.float(float(result.drift_share)),
+                  "drifted_columns": dg.MetadataValue.json(drifted)})
+
+
 def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     name = spec.name
     partitions = daily_partitions(spec)
@@ -98,9 +117,16 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             "uri": dg.MetadataValue.text(out["uri"]),
         })
 
+    drift_key = dg.AssetKey([name, "drift_report"])
+
     @dg.asset(
-        key=[name, "drift_report"], group_name=name, partitions_def=partitions,
+        key=drift_key, group_name=name, partitions_def=partitions,
         deps=[validated, dg.AssetKey([name, "batch_predictions"])], kinds={"evidently"}, tags=tags,
+        # WARN, not blocking: a drifted day is a signal for people (and the drift sensor), not a broken asset.
+        check_specs=[dg.AssetCheckSpec(NO_DRIFT_CHECK, asset=drift_key, blocking=False,
+                                       description="The day's features did not drift from the champion's training "
+                                                   "reference (dataset drift: drifted share of columns at or above "
+                                                   "the spec's drift_share).")],
         description="That day's features vs the champion's training reference (Evidently's default tests and "
                     "thresholds, fast engine) plus prediction drift; an Evidently HTML report for people.",
     )
@@ -152,7 +178,7 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             metadata["prediction_drift_test"] = dg.MetadataValue.text(pcol.stattest)
         context.log.info(f"{name} {day}: drift share {result.drift_share:.2f} "
                          f"({result.n_drifted}/{result.n_columns}), dataset drift={result.dataset_drift}")
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.MaterializeResult(metadata=metadata, check_results=[no_drift_check_result(result, pcol)])
 
     @dg.asset(
         key=[name, "model_performance"], group_name=name, partitions_def=partitions,

@@ -29,7 +29,13 @@ def _meta(result, asset):
 
 def test_drift_batch_predictions_and_realized_quality(platform_env, small_source):
     write_small_spec(Path(platform_env.models_dir), small_source)
-    assert run_lifecycle(platform_env, ["small_churn"], SMALL_END)[0]["success"]
+    [lifecycle] = run_lifecycle(platform_env, ["small_churn"], SMALL_END)
+    assert lifecycle["success"]
+    # The evaluation's Markdown summary and the link that opens the Evidently report in the MLflow UI.
+    evaluation = lifecycle["assets"]["evaluation_report"]
+    assert "challenger v1 vs no champion yet" in evaluation["summary"] and "Per class" in evaluation["summary"]
+    assert evaluation["report"].startswith("http://127.0.0.1:5000/#/experiments/")
+    assert evaluation["report"].endswith("/artifacts/evaluation/evaluation_v1.html")
     instance = dg.DagsterInstance.get()
     defs = build_definitions(platform_env, load_specs(platform_env.models_dir, platform_env.state_dir))
     store = ObjectStore(platform_env.data_uri)
@@ -55,6 +61,14 @@ def test_drift_batch_predictions_and_realized_quality(platform_env, small_source
     assert isinstance(drift_meta["prediction_drift_score"], float)
     assert Path(drift_meta["report_uri"]).stat().st_size > 10_000
     assert drift_meta["champion_version"] == "1" and len(drift_meta["data_sha256"]) == 64
+    # The WARN check: passes on the calm day, fails on the drifted one naming the drifted columns.
+    [calm_check] = calm.get_asset_check_evaluations()
+    [drift_check] = shifted.get_asset_check_evaluations()
+    assert calm_check.check_name == "no_dataset_drift" and calm_check.passed
+    assert not drift_check.passed and drift_check.severity == dg.AssetCheckSeverity.WARN
+    assert drift_check.description.startswith("dataset drift: drift share ")
+    assert "monthly_charges" in drift_check.description.split("drifted: ")[1]
+    assert "monthly_charges" in drift_check.metadata["drifted_columns"].value
 
     # Batch predictions: one row per validated row, each with the version that made it.
     preds = store.read_frame(predictions_key("small_churn", normal))
