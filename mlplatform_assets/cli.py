@@ -363,6 +363,16 @@ def cmd_example_data(args: argparse.Namespace, config: PlatformConfig) -> int:
     return 0
 
 
+def cmd_cost(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from mlplatform_assets.lib.cost.report import format_table, report_for_config
+
+    spec = _specs(config, [args.model])[0]
+    _prepare(config)
+    report = report_for_config(config, spec.name, [*spec.serving.endpoints, *(args.endpoint or [])])
+    print(json.dumps(report.as_dict(), indent=2) if args.json else format_table(report))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, config: PlatformConfig) -> int:
     from mlplatform_assets.lib.serving import run_from_args
 
@@ -435,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--drift", action="store_true", help="generate drifted data")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(fn=cmd_example_data)
+
+    s = sub.add_parser("cost", help="what a model costs: training runs, bytes stored, serving requests and CPU "
+                                    "(money with MLPLATFORM_PRICE_CPU_HOUR / MLPLATFORM_PRICE_GB_MONTH)")
+    s.add_argument("model")
+    s.add_argument("--endpoint", action="append", help="a serving endpoint to scrape besides the spec's "
+                                                        "serving.endpoints (repeatable)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_cost)
 
     s = sub.add_parser("serve", help="serve a model's champion over HTTP")
     try:

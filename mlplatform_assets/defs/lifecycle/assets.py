@@ -154,7 +154,7 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             name, lambda run_id: run_id == context.run_id or run_is_live(context.instance, run_id))
         if any(cleaned.values()):
             context.log.warning(f"{name}: cleaned up after ended runs: {cleaned}")
-        version, result = lifecycle.train_and_register(spec, features, registry, code_version(), context.run_id)
+        version, result, cost = lifecycle.train_and_register(spec, features, registry, code_version(), context.run_id)
         context.log.info(f"{name}: registered v{version.version} (run {version.run_id}): {result.metrics}")
         return dg.Output(
             {"version": version.version, "run_id": version.run_id, "metrics": result.metrics,
@@ -168,6 +168,8 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
                 "data_sha256": dg.MetadataValue.text(features.data_sha256),
                 "partition_range": dg.MetadataValue.text(features.partition_range),
                 **_floats(result.metrics, "holdout_"),
+                # What the training step used (numeric, so the UI plots them across materializations).
+                **{name: dg.MetadataValue.float(value) for name, value in cost.metrics().items()},
             })
 
     @dg.asset(

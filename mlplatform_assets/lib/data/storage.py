@@ -120,20 +120,33 @@ class ObjectStore:
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys (relative to root) under ``prefix``, sorted."""
+        return sorted(self.sizes(prefix))
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """Size in bytes of every object under ``prefix`` (keys relative to root): one listing, paginated on S3.
+        Hidden local files (writes in progress) are not objects yet."""
         if not self.is_s3:
             base = Path(self.root)
             start = base / prefix if prefix else base
             if not start.exists():
-                return []
-            return sorted(str(p.relative_to(base)) for p in start.rglob("*")
-                          if p.is_file() and not p.name.startswith("."))
+                return {}
+            found: dict[str, int] = {}
+            for p in start.rglob("*"):
+                if p.name.startswith("."):
+                    continue
+                try:
+                    if p.is_file():
+                        found[str(p.relative_to(base))] = p.stat().st_size
+                except FileNotFoundError:  # deleted while listing (old run outputs are pruned concurrently)
+                    continue
+            return found
         bucket, k = self._bucket_key(prefix)
         _, root_prefix = split_s3_uri(self.root)
         strip = len(root_prefix) + 1 if root_prefix else 0
-        keys: list[str] = []
+        found = {}
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=k):
-            keys.extend(o["Key"][strip:] for o in page.get("Contents", []))
-        return sorted(keys)
+            found.update((o["Key"][strip:], int(o["Size"])) for o in page.get("Contents", []))
+        return found
 
     # --- frames ---------------------------------------------------------------
     def write_frame(self, key: str, df: pd.DataFrame) -> tuple[str, int]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlplatform_assets.lib.cost.usage import TrainingCost, UsageMeter, log_training_cost
 from mlplatform_assets.lib.data import datasource, validation
 from mlplatform_assets.lib.data.hashing import frame_sha256
 from mlplatform_assets.lib.data.storage import ObjectStore
@@ -138,16 +139,20 @@ def lineage_tags(spec: ModelSpec, dataset: TrainingDataset, code_version: str, d
 
 
 def train_and_register(spec: ModelSpec, dataset: TrainingDataset, registry: Registry, code_version: str,
-                       dagster_run_id: str | None) -> tuple[RegisteredVersion, FitResult]:
+                       dagster_run_id: str | None) -> tuple[RegisteredVersion, FitResult, TrainingCost]:
+    """Fit, log and register a new version; what the whole step used is recorded on its run (``cost.*``)."""
     from mlplatform_assets.lib.monitoring.batch import drift_artifacts
 
-    result = fit(spec, dataset)
-    # Drift references travel with the version: a drift check never needs the training data again.
-    extra = drift_artifacts(spec, dataset, result)
-    tags = lineage_tags(spec, dataset, code_version, dagster_run_id)
-    version = registry.log_training(spec=spec, dataset=dataset, fit_result=result, lineage=tags,
-                                    extra_artifacts=extra)
-    return version, result
+    with UsageMeter() as meter:
+        result = fit(spec, dataset)
+        # Drift references travel with the version: a drift check never needs the training data again.
+        extra = drift_artifacts(spec, dataset, result)
+        tags = lineage_tags(spec, dataset, code_version, dagster_run_id)
+        version = registry.log_training(spec=spec, dataset=dataset, fit_result=result, lineage=tags,
+                                        extra_artifacts=extra)
+    cost = TrainingCost.of(meter.usage, len(dataset.train), len(dataset.holdout))
+    log_training_cost(registry.client, version.run_id, cost)
+    return version, result, cost
 
 
 @dataclass

@@ -113,6 +113,11 @@ def mlflow_uris(settings: MlflowSettings) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def experiment_name(model: str) -> str:
+    """The MLflow experiment holding every training run of ``model``."""
+    return f"mlplatform/{model}"
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -134,7 +139,7 @@ class Registry:
 
     # --- experiments and links ------------------------------------------------
     def experiment_id(self, model: str) -> str:
-        name = f"mlplatform/{model}"
+        name = experiment_name(model)
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
