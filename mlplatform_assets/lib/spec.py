@@ -380,10 +380,77 @@ class FeaturesSpec(_Strict):
         return [c for t in self.transformers for c in t.adds.categorical]
 
 
+# --- hyperparameter search (estimator.search; run by lib/model/search.py) ---------------------------------
+class SearchRange(_Strict):
+    """A numeric range to sample from: integers when ``low`` and ``high`` are both integers (and not ``log``)."""
+
+    low: float | int
+    high: float | int
+    log: bool = Field(default=False, description="Sample uniformly in log space (low must be > 0)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SearchRange":
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be smaller than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (got {self.low})")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int) and not self.log
+
+
+class SearchSpec(_Strict):
+    """Hyperparameter search before the final fit: time-ordered CV inside the training rows (never the holdout)."""
+
+    method: Literal["random", "halving"] = "random"
+    space: dict[str, list[Any] | SearchRange] = Field(
+        description="param -> list of values, or {low, high, log} to sample from")
+    trials: int = Field(default=20, ge=1, le=1000, description="Parameter settings to try")
+    max_seconds: float = Field(default=600.0, gt=0, description="No new trial starts after this many seconds")
+    cv_splits: int = Field(default=3, ge=2, le=10, description="Time-ordered folds of the training rows")
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space_shape(cls, v: Any) -> Any:
+        if not isinstance(v, dict) or not v:
+            raise ValueError("must map at least one estimator parameter to a list of values or {low, high, log}")
+        for name, values in v.items():
+            if isinstance(values, list):
+                if not values:
+                    raise ValueError(f"{name}: the list of values is empty")
+            elif not (isinstance(values, dict) and {"low", "high"} <= set(values) <= {"low", "high", "log"}):
+                raise ValueError(f"{name}: expected a list of values or a mapping with low, high (and optional log)")
+            else:
+                try:
+                    SearchRange(**values)
+                except ValidationError as exc:
+                    problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+                    raise ValueError(f"{name}: {problems}") from None
+        return v
+
+
+def _check_search_space(cls: type, params: Mapping[str, Any], search: SearchSpec) -> None:
+    """Every searched parameter exists and every candidate value (range ends) is accepted by the estimator."""
+    fixed = sorted(set(search.space) & set(params))
+    if fixed:
+        raise ValueError(f"search.space: {fixed} also set in params; a parameter is either fixed or searched")
+    for name, values in search.space.items():
+        candidates = [values.low, values.high] if isinstance(values, SearchRange) else values
+        for value in candidates:
+            try:
+                build_estimator(cls, {**params, name: value})
+            except ValueError as exc:
+                raise ValueError(f"search.space.{name}: value {value!r}: {exc}") from None
+# --- end of hyperparameter search -------------------------------------------------------------------------
+
+
 class EstimatorSpec(_Strict):
     class_path: str = Field(description="e.g. sklearn.ensemble.HistGradientBoostingClassifier")
     params: dict[str, Any] = Field(default_factory=dict)
     scale_numeric: Literal["auto", "always", "never"] = "auto"
+    search: SearchSpec | None = Field(default=None, description="Optional hyperparameter search (lib/model/search.py)")
 
     @field_validator("class_path")
     @classmethod
@@ -397,6 +464,12 @@ class EstimatorSpec(_Strict):
         if "class_path" in info.data:  # otherwise class_path itself was reported
             build_estimator(load_estimator_class(info.data["class_path"], _trusted(info)), v)
         return v
+
+    @model_validator(mode="after")
+    def _search_space_accepted(self, info: ValidationInfo) -> "EstimatorSpec":
+        if self.search is not None:
+            _check_search_space(load_estimator_class(self.class_path, _trusted(info)), self.params, self.search)
+        return self
 
     def load_class(self) -> type:
         """The estimator class (the allow-list applies here too: the environment decides what is trusted)."""

@@ -37,6 +37,7 @@ from mlplatform_assets.lib.model.registry import (
     TAG_SPEC_SHA,
     RegisteredVersion,
     Registry,
+    RegistryError,
 )
 from mlplatform_assets.lib.model.training import (
     FitResult,
@@ -237,6 +238,17 @@ class ReproduceResult:
     message: str
 
 
+def _recorded_training_spec(registry: Registry, run_id: str, spec: ModelSpec, run: Any) -> ModelSpec:
+    """The spec as the version was fitted: a searched version refits its recorded choice, without searching."""
+    from mlplatform_assets.lib.model.search import SEARCH_ARTIFACT, recorded_chosen_params, with_params
+
+    if spec.estimator.search is None:
+        return spec
+    if "search.method" not in run.data.params:
+        raise RegistryError(f"run {run_id} declares estimator.search but recorded no search result ({SEARCH_ARTIFACT})")
+    return with_params(spec, recorded_chosen_params(registry.download_artifact(run_id, SEARCH_ARTIFACT)))
+
+
 def reproduce(registry: Registry, store: ObjectStore, model: str, version: str) -> ReproduceResult:
     """Retrain a recorded version from its recorded spec and partitions; compare holdout predictions."""
     from mlplatform_assets.lib.spec import parse_spec
@@ -255,7 +267,7 @@ def reproduce(registry: Registry, store: ObjectStore, model: str, version: str) 
         return ReproduceResult(model, str(version), False, len(recorded), float("nan"), False,
                                f"data changed since v{version} was trained: sha256 {dataset.data_sha256[:12]} "
                                f"!= recorded {str(recorded_sha)[:12]}; cannot reproduce")
-    result = fit(spec, dataset)
+    result = fit(_recorded_training_spec(registry, mv.run_id, spec, run), dataset)
     new, old = result.holdout_predictions, recorded
     same_shape = list(new.columns) == list(old.columns) and len(new) == len(old)
     if not same_shape:

@@ -264,6 +264,11 @@ class Registry:
         with mlflow_uris(self.settings), tempfile.TemporaryDirectory() as tmp:
             with mlflow.start_run(experiment_id=exp_id, run_name=f"{model}-train", tags=tags) as run:
                 mlflow.log_params(params)
+                if getattr(fit_result, "search", None) is not None:  # trials as child runs, the choice as params
+                    from mlplatform_assets.lib.model.search import SEARCH_ARTIFACT, log_search, search_artifact
+
+                    mlflow.log_params(log_search(self.client, exp_id, run.info.run_id, fit_result.search, lineage))
+                    extra_artifacts = {**(extra_artifacts or {}), SEARCH_ARTIFACT: search_artifact(fit_result.search)}
                 mlflow.log_metrics({f"holdout_{k}": v for k, v in fit_result.metrics.items() if v == v})
                 train_ds = mlflow.data.from_pandas(dataset.train, name=f"{model}-train", targets=dataset.target,
                                                    digest=dataset.data_sha256[:32])

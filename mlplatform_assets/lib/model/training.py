@@ -24,6 +24,7 @@ class FitResult:
     pipeline: Pipeline
     metrics: dict[str, float]
     holdout_predictions: pd.DataFrame  # column "prediction" (+ "probability" for binary classification)
+    search: Any = None  # lib/model/search.SearchResult when estimator.search chose the params
 
 
 def predict_frame(pipeline: Pipeline, X: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -92,11 +93,17 @@ def training_threads() -> int:
 
 
 def fit(spec: ModelSpec, dataset: TrainingDataset) -> FitResult:
-    pipeline = build_pipeline(spec, dataset.numeric, dataset.categorical)
     # OpenMP spin-waits badly when cores are shared (measured here: HistGradientBoosting fit 4 s with one
     # thread vs 16-50 s with two while other work runs), so training uses a fixed, configurable thread count.
     with threadpool_limits(training_threads()):
+        search = None
+        if spec.estimator.search is not None:  # choose the params on the training rows, then fit with them
+            from mlplatform_assets.lib.model.search import run_search, with_params
+
+            search = run_search(spec, dataset)
+            spec = with_params(spec, search.chosen)
+        pipeline = build_pipeline(spec, dataset.numeric, dataset.categorical)
         fit_pipeline(spec, pipeline, dataset.X("train"), dataset.y("train"))
         preds = predict_frame(pipeline, dataset.X("holdout"), spec.task)
     scores = compute_metrics(spec.task, metric_names(spec), dataset.y("holdout"), preds, spec.target.positive_class)
-    return FitResult(pipeline=pipeline, metrics=scores, holdout_predictions=preds)
+    return FitResult(pipeline=pipeline, metrics=scores, holdout_predictions=preds, search=search)
