@@ -176,7 +176,9 @@ def run_lifecycle(config: PlatformConfig, names: Sequence[str] | None = None, en
         CLI_PID_TAG,
         CLI_PROCESS_START_TAG,
     )
-    from mlplatform_assets.defs.lifecycle.assets import RANGE_END_TAG, RANGE_START_TAG
+    from mlplatform_assets.defs.names import ASSET_PARTITION_RANGE_END_TAG as RANGE_END_TAG
+    from mlplatform_assets.defs.names import ASSET_PARTITION_RANGE_START_TAG as RANGE_START_TAG
+    from mlplatform_assets.defs.names import TRIGGER_CLI, TRIGGER_TAG, lifecycle_job
     from mlplatform_assets.lib.locks import process_identity
 
     instance = _prepare(config, open_dagster=True)
@@ -195,9 +197,9 @@ def run_lifecycle(config: PlatformConfig, names: Sequence[str] | None = None, en
     for spec in specs:
         start, stop = lifecycle_window(spec, s3_client, end)
         print(f"[{spec.name}] lifecycle over partitions {start}..{stop}", file=out, flush=True)
-        job = defs.resolve_job_def(f"{spec.name}__lifecycle")
+        job = defs.resolve_job_def(lifecycle_job(spec.name))
         result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET_LOGS, tags={
-            RANGE_START_TAG: start.isoformat(), RANGE_END_TAG: stop.isoformat(), "mlplatform/trigger": "cli",
+            RANGE_START_TAG: start.isoformat(), RANGE_END_TAG: stop.isoformat(), TRIGGER_TAG: TRIGGER_CLI,
             **process_tags})
         summary = summarize_run(spec.name, result)
         summaries.append(summary)
@@ -455,12 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_cost)
 
     s = sub.add_parser("serve", help="serve a model's champion over HTTP")
-    try:
-        from mlplatform_assets.lib.serving import add_serve_arguments
+    from mlplatform_assets.lib.serving import add_serve_arguments
 
-        add_serve_arguments(s)
-    except ImportError:
-        s.add_argument("--model", required=True)
+    add_serve_arguments(s)
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("exporter", help="serve model health (drift, realized quality, ingest and training times, "
@@ -483,6 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*is currently in beta.*")
     args = build_parser().parse_args(argv)
+    from mlplatform_assets.lib.config import ConfigError
     from mlplatform_assets.lib.model.features import DatasetError
     from mlplatform_assets.lib.model.registry import RegistryError
     from mlplatform_assets.lib.spec import SpecError
@@ -490,10 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every command passes explicit locations to Dagster and MLflow (never MLflow's default ./mlflow.db,
     # never an ephemeral Dagster instance); the only process setting is quieter artifact downloads.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    config = load_config()
     try:
+        config = load_config()
         return int(args.fn(args, config) or 0)
-    except (SpecError, RegistryError, DatasetError) as exc:
+    except (ConfigError, SpecError, RegistryError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -27,6 +27,15 @@ from typing import Iterator
 
 import dagster as dg
 
+from mlplatform_assets.defs.names import (  # noqa: F401 - re-exported for the lifecycle assets and the CLI
+    CLI_HOST_TAG,
+    CLI_PID_TAG,
+    CLI_PROCESS_START_TAG,
+    LOCK_STATE_TAG,
+    MODEL_TAG,
+    TRAINING_ASSETS,
+    TRAINING_TAG,
+)
 from mlplatform_assets.lib.locks import (
     FileLock,
     InterProcessLock,
@@ -35,15 +44,7 @@ from mlplatform_assets.lib.locks import (
     process_alive,
 )
 
-MODEL_TAG = "mlplatform/model"
-TRAINING_TAG = "mlplatform/training"
-LOCK_STATE_TAG = "mlplatform/training_lock"
-CLI_HOST_TAG = "mlplatform/cli_host"
-CLI_PID_TAG = "mlplatform/cli_pid"
-CLI_PROCESS_START_TAG = "mlplatform/cli_process_start"
 HELD, RELEASED = "held", "released"
-# Assets whose runs can race for the champion alias: training, evaluation against the champion, promotion.
-TRAINING_ASSETS = ("features", "trained_model", "evaluation_report", "deployed_endpoint")
 LIVE_STATUSES = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
                  dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 

@@ -2,13 +2,13 @@
 
 
 import json
-import os
 from typing import Any, Optional
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from mlplatform_assets.defs.coordination import LIVE_STATUSES, TrainingLockResource
+from mlplatform_assets.lib import config
 from mlplatform_assets.lib.config import PlatformConfig
 from mlplatform_assets.lib.data.storage import ObjectStore
 from mlplatform_assets.lib.model.features import TrainingDataset
@@ -111,7 +111,8 @@ class DatasetIOManager(dg.ConfigurableIOManager):
             manifest = {"kind": "training_dataset", "numeric": obj.numeric, "categorical": obj.categorical,
                         "target": obj.target, "timestamp": obj.timestamp,
                         "train_days": [d.isoformat() for d in obj.train_days],
-                        "holdout_days": [d.isoformat() for d in obj.holdout_days], "data_sha256": obj.data_sha256}
+                        "holdout_days": [d.isoformat() for d in obj.holdout_days], "data_sha256": obj.data_sha256,
+                        "quarantined_days": [d.isoformat() for d in obj.quarantined_days]}
             # The manifest is written last: a reader that finds it finds both frames complete.
             store.write_bytes(f"{prefix}/manifest.json", json.dumps(manifest).encode())
         else:
@@ -148,7 +149,8 @@ class DatasetIOManager(dg.ConfigurableIOManager):
                 train=store.read_frame(f"{prefix}/train.parquet"), holdout=store.read_frame(f"{prefix}/holdout.parquet"),
                 numeric=m["numeric"], categorical=m["categorical"], target=m["target"], timestamp=m["timestamp"],
                 train_days=[dt.date.fromisoformat(d) for d in m["train_days"]],
-                holdout_days=[dt.date.fromisoformat(d) for d in m["holdout_days"]], data_sha256=m["data_sha256"])
+                holdout_days=[dt.date.fromisoformat(d) for d in m["holdout_days"]], data_sha256=m["data_sha256"],
+                quarantined_days=[dt.date.fromisoformat(d) for d in m.get("quarantined_days", [])])
         key = f"{prefix}/value.json"
         if not store.exists(key):
             raise dg.Failure(f"{'/'.join(context.upstream_output.asset_key.path)}: its stored output {prefix} is "
@@ -180,7 +182,7 @@ class DatasetIOManager(dg.ConfigurableIOManager):
 def _env_or_none(name: str) -> Any:
     # Only reference variables that are set: an EnvVar for an unset variable fails at run time,
     # while unset means "let boto3 use its default credential chain".
-    return dg.EnvVar(name) if os.environ.get(name) else None
+    return dg.EnvVar(name) if config.environment().get(name) else None
 
 
 def build_resources(config: PlatformConfig) -> dict[str, Any]:

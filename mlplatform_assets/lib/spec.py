@@ -36,7 +36,9 @@ from pydantic import (
     model_validator,
 )
 
-from mlplatform_assets.lib.model.model_io import DANGEROUS_MODULES, ENV_TRUSTED_MODULES
+from mlplatform_assets.lib import config
+from mlplatform_assets.lib.config import ENV_TRUSTED_MODULES
+from mlplatform_assets.lib.model.model_io import DANGEROUS_MODULES
 from mlplatform_assets.lib.serving.endpoints import check_endpoint_url
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -79,8 +81,7 @@ _DOTTED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 def trusted_estimator_modules(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """Module prefixes the operator trusts for estimator and transformer classes (``MLPLATFORM_TRUSTED_MODULES``);
     the same prefixes admit those classes in model files (lib/model_io.policy_from_environment)."""
-    raw = (os.environ if environ is None else environ).get(ENV_TRUSTED_MODULES, "")
-    prefixes = tuple(p.strip() for p in raw.split(",") if p.strip())
+    prefixes = config.read(config.ENV_TRUSTED_MODULES, environ)
     bad = [p for p in prefixes if not _DOTTED_NAME.match(p)]
     if bad:
         raise SpecError(f"{ENV_TRUSTED_MODULES}: {bad} are not module names; expected comma-separated "
@@ -647,10 +648,6 @@ class ModelSpec(_Strict):
 
     # --- derived values ---------------------------------------------------
     @property
-    def primary_metric(self) -> str:
-        return self.metrics.primary
-
-    @property
     def higher_is_better(self) -> bool:
         return self.metrics.direction == "maximize"
 
@@ -843,7 +840,7 @@ def parse_spec(text: str, path: str = "<spec>", variables: Mapping[str, str] | N
 
 def spec_variables(state_dir: str) -> dict[str, str]:
     """Variables a spec may reference: the environment plus MLPLATFORM_HOME."""
-    variables = dict(os.environ)
+    variables = dict(config.environment())
     variables["MLPLATFORM_HOME"] = state_dir
     return variables
 

@@ -16,6 +16,11 @@ from mlplatform_assets.defs.coordination import (
     run_is_live,
     training_tags,
 )
+from mlplatform_assets.defs.names import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 from mlplatform_assets.defs.resources import (
     DataStore,
     MlflowRegistryResource,
@@ -30,8 +35,8 @@ from mlplatform_assets.lib.model.report import evaluation_markdown, mlflow_artif
 from mlplatform_assets.lib.serving.endpoints import wait_for_version
 from mlplatform_assets.lib.spec import ModelSpec
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
+RANGE_START_TAG = ASSET_PARTITION_RANGE_START_TAG
+RANGE_END_TAG = ASSET_PARTITION_RANGE_END_TAG
 
 
 def daily_partitions(spec: ModelSpec) -> dg.DailyPartitionsDefinition:
@@ -124,7 +129,7 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     # from its start to its end (defs/coordination.py); the assets never call it.
     def features(context: dg.AssetExecutionContext, config: TrainingWindowConfig, data_store: DataStore,
                  training_lock: TrainingLockResource) -> dg.Output[TrainingDataset]:
-        as_of = config.as_of or context.run.tags.get(RANGE_END_TAG) or context.run.tags.get("dagster/partition")
+        as_of = config.as_of or context.run.tags.get(RANGE_END_TAG) or context.run.tags.get(PARTITION_NAME_TAG)
         try:
             dataset = lifecycle.load_training_dataset(
                 spec, data_store.store(), end=dt.date.fromisoformat(as_of) if as_of else None)

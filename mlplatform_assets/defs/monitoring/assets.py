@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from mlplatform_assets.defs.lifecycle.assets import daily_partitions
+from mlplatform_assets.defs.names import MODEL_TAG
 from mlplatform_assets.defs.resources import (
     DataStore,
     MlflowRegistryResource,
@@ -73,7 +74,7 @@ def no_drift_check_result(result: drift.DriftResult, prediction: drift.ColumnDri
 def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     name = spec.name
     partitions = daily_partitions(spec)
-    tags = {"mlplatform/model": name}
+    tags = {MODEL_TAG: name}
     validated = dg.AssetKey([name, "validated_data"])
 
     def load_day(store, day: dt.date) -> tuple[pd.DataFrame, list[str]]:
@@ -217,4 +218,4 @@ def monitoring_job(spec: ModelSpec):
     return dg.define_asset_job(f"{name}__monitoring", selection=dg.AssetSelection.assets(*keys),
                                partitions_def=daily_partitions(spec), executor_def=dg.in_process_executor,
                                description=f"{name}: score a day, check its drift and realized quality.",
-                               tags={"mlplatform/model": name})
+                               tags={MODEL_TAG: name})

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mlplatform_assets.defs.monitoring.sensors import MODEL_TAG, TRIGGER_TAG
+from mlplatform_assets.defs import names
+from mlplatform_assets.defs.names import MODEL_TAG, TRIGGER_TAG
 from mlplatform_assets.lib.spec import ModelSpec
 
 
@@ -23,8 +24,8 @@ def build_nightly_retrain_schedule(spec: ModelSpec) -> dg.ScheduleDefinition:
     status = dg.DefaultScheduleStatus.RUNNING if sched.enabled else dg.DefaultScheduleStatus.STOPPED
 
     @dg.schedule(
-        name=f"{name}__nightly_retrain", cron_schedule=sched.cron, execution_timezone=sched.timezone,
-        job_name=f"{name}__training", default_status=status,
+        name=names.nightly_retrain_schedule(name), cron_schedule=sched.cron, execution_timezone=sched.timezone,
+        job_name=names.training_job(name), default_status=status,
         description=(
             f"Retrains {name} on the latest validated window at '{sched.cron}' ({sched.timezone}), then evaluates "
             f"the challenger against the champion and promotes it only if the gate passes. "
@@ -36,7 +37,7 @@ def build_nightly_retrain_schedule(spec: ModelSpec) -> dg.ScheduleDefinition:
         stamp = tick.isoformat() if tick is not None else "manual"
         # One run per tick: the run_key makes a re-evaluated tick (daemon restart) launch nothing twice.
         return dg.RunRequest(run_key=f"{name}:schedule:{stamp}",
-                             tags={MODEL_TAG: name, TRIGGER_TAG: "schedule"})
+                             tags={MODEL_TAG: name, TRIGGER_TAG: names.TRIGGER_SCHEDULE})
 
     return nightly_retrain
 

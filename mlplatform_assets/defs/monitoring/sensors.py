@@ -26,71 +26,64 @@ Every sensor computes its whole result first and hands back the new cursor in th
 ``SensorResult``: a tick that raises leaves the cursor where it was, so nothing is skipped.
 Side effects (alerts, rollbacks) happen only after everything else has been computed.
 
-Environment (read when the definitions are built, never at import):
+Configuration (lib/config.py, read when the definitions are built, never at import):
 ``MLPLATFORM_SENSOR_INTERVAL_S`` (default 30) minimum seconds between ticks;
 ``MLPLATFORM_SENSORS_DEFAULT`` = ``running`` makes the per-model sensors start RUNNING when the
 code location loads (default ``stopped``: an operator turns them on in the UI or with
 ``dagster sensor start``). The run-failure alert sensor launches nothing and defaults to RUNNING
-(``MLPLATFORM_SENSORS_DEFAULT=stopped`` stops it too).
+unless ``MLPLATFORM_SENSORS_DEFAULT=stopped`` is set explicitly.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 
+from mlplatform_assets.defs import names
 from mlplatform_assets.defs.lifecycle.assets import daily_partitions
+from mlplatform_assets.defs.names import (
+    DRIFT_PARTITION_TAG,
+    DRIFT_SHA_TAG,
+    FINGERPRINT_TAG,
+    MODEL_TAG,
+    PARTITION_NAME_TAG,
+    RUN_KEY_TAG,
+    TRIGGER_TAG,
+)
 from mlplatform_assets.defs.resources import (
     DataStore,
     MlflowRegistryResource,
     PlatformResource,
 )
+from mlplatform_assets.lib import config
 from mlplatform_assets.lib.data import datasource
 from mlplatform_assets.lib.model.registry import RegistryError
 from mlplatform_assets.lib.monitoring.alerts import Alert, send_alert
+from mlplatform_assets.lib.monitoring.retrain_policy import PastRetrain, retrain_verdict, retrains_to_look_back
 from mlplatform_assets.lib.spec import ModelSpec
 
-ENV_INTERVAL = "MLPLATFORM_SENSOR_INTERVAL_S"
-ENV_DEFAULT_STATUS = "MLPLATFORM_SENSORS_DEFAULT"
-ENV_NEW_DATA_MAX = "MLPLATFORM_NEW_DATA_MAX_PER_TICK"
-DEFAULT_INTERVAL_S = 30
-DEFAULT_NEW_DATA_MAX_PER_TICK = 10
 MONITORING_MAX_PER_TICK = 10
 EVENTS_PER_TICK = 100
 
-MODEL_TAG = "mlplatform/model"
-TRIGGER_TAG = "mlplatform/trigger"
-RUN_KEY_TAG = "dagster/run_key"
-DRIFT_PARTITION_TAG = "mlplatform/drift_partition"
-DRIFT_SHA_TAG = "mlplatform/data_sha256"
-FINGERPRINT_TAG = "mlplatform/source_fingerprint"
-RUN_FAILURE_SENSOR_NAME = "mlplatform__run_failure_alert"
 
-
-# --- configuration from the environment -------------------------------------------------
+# --- configuration (lib/config.py) -------------------------------------------------------
 
 def sensor_interval_s() -> int:
-    try:
-        return max(1, int(float(os.environ.get(ENV_INTERVAL) or DEFAULT_INTERVAL_S)))
-    except ValueError:
-        return DEFAULT_INTERVAL_S
+    return config.read(config.ENV_SENSOR_INTERVAL)
 
 
 def sensors_default_status(default: str = "stopped") -> dg.DefaultSensorStatus:
-    value = (os.environ.get(ENV_DEFAULT_STATUS) or default).strip().lower()
+    explicit = config.environment().get(config.ENV_SENSORS_DEFAULT, "").strip()
+    value = config.read(config.ENV_SENSORS_DEFAULT) if explicit else default
     return dg.DefaultSensorStatus.RUNNING if value == "running" else dg.DefaultSensorStatus.STOPPED
 
 
 def _new_data_max_per_tick() -> int:
-    try:
-        return max(1, int(os.environ.get(ENV_NEW_DATA_MAX) or DEFAULT_NEW_DATA_MAX_PER_TICK))
-    except ValueError:
-        return DEFAULT_NEW_DATA_MAX_PER_TICK
+    return config.read(config.ENV_NEW_DATA_MAX)
 
 
 # --- small helpers ---------------------------------------------------------------------
@@ -149,16 +142,43 @@ def _runs_with_run_key(instance: dg.DagsterInstance, run_key: str) -> list[dg.Da
     return list(instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1))
 
 
+@dataclass
+class NewMaterializations:
+    """What a materialization-watching sensor sees on a tick: the new events of one asset since its cursor."""
+
+    key: dg.AssetKey
+    after: int
+    records: list[dg.EventLogRecord]
+    unchanged_cursor: str | None
+
+    @property
+    def cursor(self) -> str:
+        """The cursor to hand back once every record was handled."""
+        return _dump({"after_storage_id": self.records[-1].storage_id}) if self.records else self.unchanged_cursor
+
+    def nothing_new(self) -> dg.SensorResult:
+        return dg.SensorResult(skip_reason=f"no new {'/'.join(self.key.path)} materializations since event "
+                                           f"{self.after}", cursor=self.unchanged_cursor)
+
+
+def new_materializations(context: dg.SensorEvaluationContext, sensor_name: str,
+                         key: dg.AssetKey) -> NewMaterializations:
+    """The preamble of the drift and quality sensors: cursor -> the materializations of ``key`` after it."""
+    state = _load_cursor(context.cursor, sensor_name)
+    after = int(state.get("after_storage_id") or 0)
+    return NewMaterializations(key, after, _new_records(context.instance, key, after or None), context.cursor)
+
+
 # --- sensors -----------------------------------------------------------------------------
 
 def build_new_data_sensor(spec: ModelSpec) -> dg.SensorDefinition:
     name = spec.name
-    sensor_name = f"{name}__new_data_sensor"
+    sensor_name = names.new_data_sensor(name)
     partitions = daily_partitions(spec)
-    raw_key = dg.AssetKey([name, "raw_data"])
+    raw_key = names.asset_key(name, names.RAW_DATA)
 
     @dg.sensor(
-        name=sensor_name, job_name=f"{name}__ingest", minimum_interval_seconds=sensor_interval_s(),
+        name=sensor_name, job_name=names.ingest_job(name), minimum_interval_seconds=sensor_interval_s(),
         default_status=sensors_default_status(),
         description=(
             f"Watches {datasource.source_label(spec)} for new or changed days of {name} data and launches one "
@@ -194,7 +214,7 @@ def build_new_data_sensor(spec: ModelSpec) -> dg.SensorDefinition:
             fp = current[day]["fp"]
             requests.append(dg.RunRequest(
                 run_key=f"{name}:ingest:{day}:{fp}", partition_key=day,
-                tags={MODEL_TAG: name, TRIGGER_TAG: "new_data", FINGERPRINT_TAG: fp}))
+                tags={MODEL_TAG: name, TRIGGER_TAG: names.TRIGGER_NEW_DATA, FINGERPRINT_TAG: fp}))
             known[day] = current[day]
         new_cursor = _dump({"days": known})
         if requests:
@@ -215,11 +235,11 @@ def build_new_data_sensor(spec: ModelSpec) -> dg.SensorDefinition:
 
 def build_monitoring_sensor(spec: ModelSpec) -> dg.SensorDefinition:
     name = spec.name
-    sensor_name = f"{name}__monitoring_sensor"
-    validated_key = dg.AssetKey([name, "validated_data"])
+    sensor_name = names.monitoring_sensor(name)
+    validated_key = names.asset_key(name, names.VALIDATED_DATA)
 
     @dg.sensor(
-        name=sensor_name, job_name=f"{name}__monitoring", minimum_interval_seconds=sensor_interval_s(),
+        name=sensor_name, job_name=names.monitoring_job(name), minimum_interval_seconds=sensor_interval_s(),
         default_status=sensors_default_status(),
         description=(
             f"Launches {name}__monitoring (drift report, batch predictions) for every newly materialized "
@@ -244,7 +264,7 @@ def build_monitoring_sensor(spec: ModelSpec) -> dg.SensorDefinition:
             if rec.partition_key:
                 latest[rec.partition_key] = rec  # several in one tick: the newest one wins
         requests = [dg.RunRequest(run_key=f"{name}:monitoring:{day}:{rec.storage_id}", partition_key=day,
-                                  tags={MODEL_TAG: name, TRIGGER_TAG: "validated_data"})
+                                  tags={MODEL_TAG: name, TRIGGER_TAG: names.TRIGGER_VALIDATED_DATA})
                     for day, rec in sorted(latest.items())]
         cursor = _dump({"after_storage_id": last_id})
         if requests:
@@ -277,33 +297,16 @@ class DriftEvent:
 
 def retrain_block_reason(instance: dg.DagsterInstance, spec: ModelSpec, now: float | None = None
                          ) -> tuple[str | None, dict[str, Any]]:
-    """Why a drift-triggered retrain must not start now (cool-down, daily cap), or None.
-
-    Counts every run of the model tagged ``mlplatform/trigger=drift`` whatever its status:
-    a retrain that keeps failing is as much a storm as one that succeeds.
-    """
+    """Why a drift-triggered retrain must not start now (cool-down, daily cap), or None: the policy of
+    lib/monitoring/retrain_policy.py over this model's drift-triggered runs, whatever their status."""
     now = now if now is not None else dt.datetime.now(dt.timezone.utc).timestamp()
-    d = spec.drift
-    if d.max_retrains_per_day == 0:
-        return "drift.max_retrains_per_day is 0: drift never triggers retraining", {"max_retrains_per_day": 0}
     records = instance.get_run_records(
-        filters=dg.RunsFilter(tags={TRIGGER_TAG: "drift", MODEL_TAG: spec.name}),
-        limit=max(d.max_retrains_per_day, 1) + 50, order_by="create_timestamp", ascending=False)
-    times = sorted((r.create_timestamp.timestamp(), r.dagster_run.run_id) for r in records)
-    details: dict[str, Any] = {"cooldown_hours": d.cooldown_hours, "max_retrains_per_day": d.max_retrains_per_day}
-    if times:
-        last_t, last_run = times[-1]
-        age_h = (now - last_t) / 3600.0
-        details.update(last_drift_run_id=last_run, hours_since_last=round(age_h, 3))
-        if d.cooldown_hours > 0 and age_h < d.cooldown_hours:
-            return (f"cool-down: the last drift-triggered retrain (run {last_run[:8]}) started {age_h:.2f} h ago, "
-                    f"less than drift.cooldown_hours={d.cooldown_hours:g}"), details
-    in_day = [t for t, _ in times if now - t < 86400]
-    details["retrains_last_24h"] = len(in_day)
-    if len(in_day) >= d.max_retrains_per_day:
-        return (f"daily cap: {len(in_day)} drift-triggered retrain(s) in the last 24 h, "
-                f"drift.max_retrains_per_day={d.max_retrains_per_day}"), details
-    return None, details
+        filters=dg.RunsFilter(tags={TRIGGER_TAG: names.TRIGGER_DRIFT, MODEL_TAG: spec.name}),
+        limit=retrains_to_look_back(spec.drift.max_retrains_per_day), order_by="create_timestamp", ascending=False)
+    past = [PastRetrain(r.create_timestamp.timestamp(), r.dagster_run.run_id) for r in records]
+    verdict = retrain_verdict(past, now, cooldown_hours=spec.drift.cooldown_hours,
+                              max_retrains_per_day=spec.drift.max_retrains_per_day)
+    return verdict.blocked_by, verdict.details
 
 
 def training_run_config(spec: ModelSpec, as_of: str) -> dict[str, Any]:
@@ -312,12 +315,12 @@ def training_run_config(spec: ModelSpec, as_of: str) -> dict[str, Any]:
 
 def build_drift_sensor(spec: ModelSpec) -> dg.SensorDefinition:
     name = spec.name
-    sensor_name = f"{name}__drift_sensor"
-    drift_key = dg.AssetKey([name, "drift_report"])
+    sensor_name = names.drift_sensor(name)
+    drift_key = names.asset_key(name, names.DRIFT_REPORT)
     threshold = spec.drift.drift_share
 
     @dg.sensor(
-        name=sensor_name, job_name=f"{name}__training", minimum_interval_seconds=sensor_interval_s(),
+        name=sensor_name, job_name=names.training_job(name), minimum_interval_seconds=sensor_interval_s(),
         default_status=sensors_default_status(),
         description=(
             f"Reads new {name}/drift_report materializations. On dataset drift (share of drifted columns >= "
@@ -328,14 +331,11 @@ def build_drift_sensor(spec: ModelSpec) -> dg.SensorDefinition:
             f"{spec.drift.max_retrains_per_day} per 24 h; a blocked retrain raises a retrain_storm_blocked alert."),
     )
     def drift_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
-        state = _load_cursor(context.cursor, sensor_name)
-        after = int(state.get("after_storage_id") or 0)
-        records = _new_records(context.instance, drift_key, after or None)
-        if not records:
-            return dg.SensorResult(skip_reason=f"no new {'/'.join(drift_key.path)} materializations since event "
-                                               f"{after}", cursor=context.cursor)
-        events = [DriftEvent.from_record(r) for r in records]
-        new_cursor = _dump({"after_storage_id": records[-1].storage_id})
+        batch = new_materializations(context, sensor_name, drift_key)
+        if not batch.records:
+            return batch.nothing_new()
+        events = [DriftEvent.from_record(r) for r in batch.records]
+        new_cursor = batch.cursor
         drifted = [e for e in events if e.dataset_drift]
         alerts: list[Alert] = [
             Alert(kind="drift", model=name, asset="/".join(drift_key.path), partition=e.partition,
@@ -371,7 +371,7 @@ def build_drift_sensor(spec: ModelSpec) -> dg.SensorDefinition:
                     skip = None
                     requests.append(dg.RunRequest(
                         run_key=run_key, run_config=training_run_config(spec, event.partition),
-                        tags={MODEL_TAG: name, TRIGGER_TAG: "drift", DRIFT_PARTITION_TAG: event.partition,
+                        tags={MODEL_TAG: name, TRIGGER_TAG: names.TRIGGER_DRIFT, DRIFT_PARTITION_TAG: event.partition,
                               DRIFT_SHA_TAG: event.data_sha256}))
         # Everything is computed; now the side effects, then the cursor moves with the result.
         for alert in alerts:
@@ -391,8 +391,8 @@ def _fmt(v: float | None) -> str:
 
 def build_quality_sensor(spec: ModelSpec) -> dg.SensorDefinition:
     name = spec.name
-    sensor_name = f"{name}__quality_sensor"
-    perf_key = dg.AssetKey([name, "model_performance"])
+    sensor_name = names.quality_sensor(name)
+    perf_key = names.asset_key(name, names.MODEL_PERFORMANCE)
     metric = spec.metrics.primary
     actor = f"sensor:{sensor_name}"
 
@@ -406,18 +406,12 @@ def build_quality_sensor(spec: ModelSpec) -> dg.SensorDefinition:
     )
     def quality_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource,
                        mlflow: MlflowRegistryResource) -> dg.SensorResult:
-        state = _load_cursor(context.cursor, sensor_name)
-        after = int(state.get("after_storage_id") or 0)
-        records = _new_records(context.instance, perf_key, after or None)
-        if not records:
-            return dg.SensorResult(skip_reason=f"no new {'/'.join(perf_key.path)} materializations since event "
-                                               f"{after}", cursor=context.cursor)
-        below = []
-        for rec in records:
-            m = _meta(rec)
-            if _as_bool(m.get("below_floor")):
-                below.append((rec, m))
-        new_cursor = _dump({"after_storage_id": records[-1].storage_id})
+        batch = new_materializations(context, sensor_name, perf_key)
+        if not batch.records:
+            return batch.nothing_new()
+        records = batch.records
+        below = [(rec, m) for rec, m in ((rec, _meta(rec)) for rec in records) if _as_bool(m.get("below_floor"))]
+        new_cursor = batch.cursor
         if not below:
             return dg.SensorResult(skip_reason=f"{len(records)} new performance record(s), none below the floor "
                                                f"{spec.drift.quality_floor}", cursor=new_cursor)
@@ -469,18 +463,15 @@ def _rollback_once(registry: Any, model: str, served: str, key: str, actor: str,
         return {"status": "failed", "why": str(exc)}
 
 
-def build_monitoring_sensors(spec: ModelSpec, monitoring_job: bool = True) -> list[dg.SensorDefinition]:
-    """The per-model sensors. ``monitoring_job=False`` leaves out the one that targets ``<model>__monitoring``
-    (for code locations that do not define that job)."""
-    sensors = [build_new_data_sensor(spec), build_drift_sensor(spec), build_quality_sensor(spec)]
-    if monitoring_job:
-        sensors.insert(1, build_monitoring_sensor(spec))
-    return sensors
+def build_monitoring_sensors(spec: ModelSpec) -> list[dg.SensorDefinition]:
+    """The per-model sensors."""
+    return [build_new_data_sensor(spec), build_monitoring_sensor(spec), build_drift_sensor(spec),
+            build_quality_sensor(spec)]
 
 
 def build_run_failure_sensor() -> dg.SensorDefinition:
     @dg.run_failure_sensor(
-        name=RUN_FAILURE_SENSOR_NAME, minimum_interval_seconds=sensor_interval_s(),
+        name=names.RUN_FAILURE_SENSOR, minimum_interval_seconds=sensor_interval_s(),
         default_status=sensors_default_status(default="running"),
         description="Writes a run_failure alert (model, failed steps/assets, error) for every failed run of any "
                     "job in this code location, delivered to every configured alert sink (docs/monitoring.md).",
@@ -500,7 +491,7 @@ def build_run_failure_sensor() -> dg.SensorDefinition:
         message = (f"{run.tags.get(MODEL_TAG) or '-'}: run {run.run_id[:8]} of {run.job_name} failed"
                    + (f" in {', '.join(assets or failed)}" if failed else "") + f": {first_error[:500]}")
         send_alert(Alert(kind="run_failure", model=run.tags.get(MODEL_TAG), asset=", ".join(assets) or None,
-                         partition=run.tags.get("dagster/partition"), message=message,
+                         partition=run.tags.get(PARTITION_NAME_TAG), message=message,
                          details={"run_id": run.run_id, "job": run.job_name, "failed_steps": failed,
                                   "errors": {k: v[:2000] for k, v in errors.items()},
                                   "trigger": run.tags.get(TRIGGER_TAG)}),

@@ -52,7 +52,9 @@ def default_s3_client() -> Any:
     """A boto3 client configured from the environment (AWS_* variables, incl. AWS_ENDPOINT_URL)."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    from mlplatform_assets.lib import config
+
+    return boto3.client("s3", endpoint_url=config.read(config.ENV_S3_ENDPOINT))
 
 
 class ObjectStore:

@@ -47,6 +47,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from mlplatform_assets.lib.config import ENV_TRUSTED_MODULES
+
 SKOPS_FILE_DEFAULT = "model.skops"
 
 
@@ -376,9 +378,6 @@ def _extra_type_refusal(name: str) -> str | None:
 
 
 DEFAULT_POLICY = TrustPolicy()
-# The platform setting that trusts plugin modules (estimators and transformers a spec may name, and their
-# classes in model files). Read by lib/spec.trusted_estimator_modules, the one parser of it.
-ENV_TRUSTED_MODULES = "MLPLATFORM_TRUSTED_MODULES"
 
 
 def policy_from_environment(extra_types: Iterable[str] = (), extra_source: str = "extra trusted types",

@@ -84,12 +84,9 @@ def metric_names(spec: ModelSpec) -> list[str]:
 
 def training_threads() -> int:
     """OpenMP/BLAS threads for fitting: ``MLPLATFORM_TRAIN_THREADS`` (default 1)."""
-    import os
+    from mlplatform_assets.lib import config
 
-    try:
-        return max(1, int(os.environ.get("MLPLATFORM_TRAIN_THREADS", "1")))
-    except ValueError:
-        return 1
+    return config.read(config.ENV_TRAIN_THREADS)
 
 
 def fit(spec: ModelSpec, dataset: TrainingDataset) -> FitResult:

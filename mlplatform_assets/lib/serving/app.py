@@ -469,8 +469,12 @@ def create_app(model_name: str, config=None, settings: ServingSettings | None = 
 
 def app_from_env() -> ServingApp:
     """uvicorn factory for worker processes: settings and config come from MLPLATFORM_SERVING_SPEC."""
+    from mlplatform_assets.lib import config
     from mlplatform_assets.lib.config import PlatformConfig
 
-    spec = orjson.loads(os.environ["MLPLATFORM_SERVING_SPEC"])
+    spec = orjson.loads(config.read(config.ENV_SERVING_SPEC) or "null")
+    if not spec:
+        raise config.ConfigError(f"{config.ENV_SERVING_SPEC} is unset: worker processes are started by "
+                                 "`mlplatform serve --workers N`, which sets it")
     tune_serving_process()
     return ServingApp(ServingSettings.from_json_dict(spec["settings"]), PlatformConfig(**spec["config"]))

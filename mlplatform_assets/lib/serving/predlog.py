@@ -54,7 +54,9 @@ def _split_uri(uri: str) -> tuple[str, str]:
 def _s3_client():
     import boto3
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    from mlplatform_assets.lib import config
+
+    endpoint = config.read(config.ENV_S3_ENDPOINT_S3) or config.read(config.ENV_S3_ENDPOINT)
     return boto3.client("s3", endpoint_url=endpoint)
 
 

@@ -5,10 +5,10 @@ Pure: reading settings never changes the process (no env writes, no files create
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
+from mlplatform_assets.lib.config import ConfigError, Variable, boolean, choice, comma_list, environment, number, text
 from mlplatform_assets.lib.serving.errors import ServingConfigError
 
 ENV_POLL_INTERVAL = "MLPLATFORM_SERVING_POLL_INTERVAL_S"
@@ -79,26 +79,44 @@ NUMERIC_SETTINGS = {
 }
 
 
-def _num(env: Mapping[str, str], name: str, default: float, cast=float):
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return cast(default)
+_NUMERIC_DOCS = {
+    "poll_interval_s": "Seconds between checks of the served alias (hot swap).",
+    "max_body_bytes": "Largest request body accepted (413 above).",
+    "max_rows": "Most rows in one request (413 above).",
+    "batch_window_ms": "How long concurrent requests wait to be scored together.",
+    "max_batch_rows": "Most rows scored in one batch.",
+    "log_flush_rows": "Prediction-log rows buffered before a file is written.",
+    "log_flush_interval_s": "Seconds between prediction-log flushes.",
+    "max_header_bytes": "Largest request head accepted (431 above); at least 1024.",
+    "header_timeout_s": "Seconds a client may take to send the request head.",
+    "keep_alive_timeout_s": "Seconds an idle keep-alive connection stays open.",
+    "body_timeout_s": "Seconds a client may take to send the body.",
+    "min_body_rate": "Slowest accepted body upload, bytes per second (slow-loris defence).",
+    "max_connections": "Open connections served before new ones only reach the probes.",
+    "body_budget_bytes": "Raw body bytes held across all requests of a process (503 above).",
+    "parse_thread_bytes": "Bodies larger than this are parsed off the event loop.",
+    "drain_timeout_s": "Seconds in-flight requests get on shutdown.",
+}
+
+
+def _numeric_variable(field_name: str, env_name: str, default: float) -> Variable:
+    integer = isinstance(default, int)
+    kind = "a whole number" if integer else "a number"
+    # >= 0 here; validate() then refuses the combinations the server cannot run with, naming the variable.
+    return Variable(env_name, number(minimum=0, integer=integer), default, f"{kind} >= 0", _NUMERIC_DOCS[field_name],
+                    "serving")
+
+
+def _numeric_variables() -> dict[str, Variable]:
+    defaults = {name: ServingSettings.__dataclass_fields__[name].default for name in NUMERIC_SETTINGS}
+    return {name: _numeric_variable(name, env_name, defaults[name]) for name, env_name in NUMERIC_SETTINGS.items()}
+
+
+def _read(variable: Variable, env: Mapping[str, str]):
     try:
-        value = cast(raw)
-    except ValueError as exc:
-        raise ServingConfigError(f"{name} must be a number") from exc
-    if value < 0:
-        raise ServingConfigError(f"{name} must be >= 0")
-    return value
-
-
-def _auth_off(env: Mapping[str, str]) -> bool:
-    raw = env.get(ENV_AUTH, "").strip().lower()
-    if raw in ("", "on", "required"):
-        return False
-    if raw == "off":
-        return True
-    raise ServingConfigError(f"{ENV_AUTH} must be 'on' or 'off'")
+        return variable.read(env)
+    except ConfigError as exc:
+        raise ServingConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -176,39 +194,38 @@ class ServingSettings:
         """
         from mlplatform_assets.lib.serving.auth import hash_key, split_keys
 
-        env = os.environ if environ is None else environ
+        env = environment(environ)
         if not model_name or not isinstance(model_name, str):
             raise ServingConfigError("model_name is required")
         unknown = set(numbers) - set(NUMERIC_SETTINGS)
         if unknown:
             raise TypeError(f"unknown serving setting(s): {', '.join(sorted(unknown))}")
         resolved = {}
-        for name, env_name in NUMERIC_SETTINGS.items():
-            default = cls.__dataclass_fields__[name].default
+        for name, variable in _numeric_variables().items():
             value = numbers.get(name)
-            resolved[name] = type(default)(value) if value is not None else _num(env, env_name, default, type(default))
+            resolved[name] = type(variable.default)(value) if value is not None else _read(variable, env)
 
-        key_hashes = tuple(hash_key(k) for k in (api_keys if api_keys is not None else split_keys(env.get(ENV_API_KEYS, ""))))
-        revoked = tuple(
-            hash_key(k)
-            for k in (revoked_api_keys if revoked_api_keys is not None else split_keys(env.get(ENV_REVOKED_API_KEYS, "")))
-        )
-        types = trusted_types if trusted_types is not None else [
-            t.strip() for t in env.get(ENV_TRUSTED_TYPES, "").split(",") if t.strip()
-        ]
+        other = {v.name: v for v in _OTHER_VARIABLES}
+        key_hashes = tuple(hash_key(k) for k in (api_keys if api_keys is not None
+                                                 else split_keys(_read(other[ENV_API_KEYS], env) or "")))
+        revoked = tuple(hash_key(k) for k in (revoked_api_keys if revoked_api_keys is not None
+                                              else split_keys(_read(other[ENV_REVOKED_API_KEYS], env) or "")))
+        types = trusted_types if trusted_types is not None else _read(other[ENV_TRUSTED_TYPES], env)
         if prediction_log is None:
-            prediction_log = env.get(ENV_PREDICTION_LOG, "on").strip().lower() not in ("off", "0", "false", "no")
+            prediction_log = _read(other[ENV_PREDICTION_LOG], env)
+        if allow_unauthenticated is None:
+            allow_unauthenticated = _read(other[ENV_AUTH], env) == "off"
         settings = cls(
             model_name=model_name,
-            alias=alias or env.get(ENV_ALIAS) or "champion",
+            alias=alias or _read(other[ENV_ALIAS], env),
             prediction_log=bool(prediction_log),
             extra_trusted_types=tuple(types),
             api_key_hashes=key_hashes,
             revoked_key_hashes=revoked,
-            api_keys_file=api_keys_file or env.get(ENV_API_KEYS_FILE) or None,
-            revoked_api_keys_file=revoked_api_keys_file or env.get(ENV_REVOKED_API_KEYS_FILE) or None,
-            allow_unauthenticated=(_auth_off(env) if allow_unauthenticated is None else bool(allow_unauthenticated)),
-            log_spool_dir=log_spool_dir or env.get(ENV_LOG_SPOOL_DIR) or None,
+            api_keys_file=api_keys_file or _read(other[ENV_API_KEYS_FILE], env),
+            revoked_api_keys_file=revoked_api_keys_file or _read(other[ENV_REVOKED_API_KEYS_FILE], env),
+            allow_unauthenticated=bool(allow_unauthenticated),
+            log_spool_dir=log_spool_dir or _read(other[ENV_LOG_SPOOL_DIR], env),
             **resolved,
         )
         settings.validate()
@@ -238,3 +255,28 @@ class ServingSettings:
             raise ServingConfigError(
                 f"no API keys configured: set {ENV_API_KEYS_FILE} (--api-keys-file) or {ENV_API_KEYS}, or run "
                 f"without authentication explicitly with --allow-unauthenticated ({ENV_AUTH}=off)")
+
+
+# The non-numeric serving variables; with the numeric ones they form SERVING_VARIABLES (docs/configuration.md).
+_OTHER_VARIABLES: tuple[Variable, ...] = (
+    Variable(ENV_ALIAS, text, "champion", "a registered-model alias", "The alias a server serves.", "serving"),
+    Variable(ENV_PREDICTION_LOG, boolean, True, "on or off", "Log every prediction (for drift and delayed "
+             "labels).", "serving"),
+    Variable(ENV_TRUSTED_TYPES, comma_list, (), "comma-separated fully qualified class names",
+             "Extra classes a served model file may contain (beyond the trust policy).", "serving"),
+    Variable(ENV_API_KEYS, text, None, "comma-separated keys", "API keys accepted by the server (only their "
+             "sha256 is kept).", "serving", secret=True),
+    Variable(ENV_REVOKED_API_KEYS, text, None, "comma-separated keys", "API keys refused even if listed.",
+             "serving", secret=True),
+    Variable(ENV_API_KEYS_FILE, text, None, "a file path", "File of API keys (one per line), re-read on change.",
+             "serving"),
+    Variable(ENV_REVOKED_API_KEYS_FILE, text, None, "a file path", "File of revoked API keys.", "serving"),
+    Variable(ENV_AUTH, choice("on", "required", "off"), "on", "on or off",
+             "off runs the server without authentication (explicit opt-out; fail closed otherwise).", "serving"),
+    Variable(ENV_LOG_SPOOL_DIR, text, None, "a directory path", "Spool every logged batch to this local "
+             "directory (fsynced) before answering.", "serving"),
+)
+
+
+def serving_variables() -> tuple[Variable, ...]:
+    return (*_numeric_variables().values(), *_OTHER_VARIABLES)

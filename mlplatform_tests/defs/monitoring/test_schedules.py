@@ -8,7 +8,7 @@ import dagster as dg
 
 from mlplatform_assets.definitions import build_definitions
 from mlplatform_assets.defs.monitoring.schedules import build_monitoring_schedules
-from mlplatform_assets.defs.monitoring.sensors import MODEL_TAG, TRIGGER_TAG
+from mlplatform_assets.defs.names import MODEL_TAG, TRIGGER_TAG
 from mlplatform_assets.lib.spec import ScheduleSpec, load_specs
 from mlplatform_tests.conftest import write_small_spec
 

@@ -18,6 +18,7 @@ import dagster as dg
 import pytest
 
 from mlplatform_assets.definitions import build_definitions
+from mlplatform_assets.defs import names
 from mlplatform_assets.defs.lifecycle.assets import daily_partitions
 from mlplatform_assets.defs.monitoring import sensors as S
 from mlplatform_assets.defs.resources import build_resources
@@ -219,9 +220,9 @@ def test_cooldown_blocks_then_allows(env):
     assert storm["partition"] == str(D3) and storm["details"]["run_key"] == f"{NAME}:drift:{D3}:{SHA_B}"
     assert json.loads(blocked.cursor)["after_storage_id"] > json.loads(first.cursor)["after_storage_id"]
 
-    # A cool-down of ~1 s has passed: the same kind of event now retrains.
-    env.with_drift(cooldown_hours=1 / 3600, max_retrains_per_day=5)
-    time.sleep(1.2)
+    # With a cool-down shorter than the time since that run (the policy's edges are in
+    # lib/monitoring/test_retrain_policy.py), the same kind of event now retrains.
+    env.with_drift(cooldown_hours=1e-9, max_retrains_per_day=5)
     materialize_drift(env, D3, True, 0.71, SHA_A)
     allowed = env.tick("drift_sensor", blocked.cursor)
     assert [r.run_key for r in allowed.run_requests] == [f"{NAME}:drift:{D3}:{SHA_A}"]
@@ -430,7 +431,7 @@ def test_run_failure_sensor_alerts_with_model_asset_and_error(env):
     result = training.execute_in_process(instance=env.instance, raise_on_error=False,
                                          tags={S.MODEL_TAG: NAME, S.TRIGGER_TAG: "drift"})
     assert not result.success
-    sensor = env.defs.get_sensor_def(S.RUN_FAILURE_SENSOR_NAME)
+    sensor = env.defs.get_sensor_def(names.RUN_FAILURE_SENSOR)
     ctx = dg.build_run_status_sensor_context(
         sensor_name=sensor.name, dagster_event=result.get_run_failure_event(), dagster_instance=env.instance,
         dagster_run=result.dagster_run, resources=env.resources).for_run_failure()
@@ -449,11 +450,11 @@ def test_run_failure_sensor_alerts_with_model_asset_and_error(env):
 def test_sensor_defaults_interval_and_descriptions(env, monkeypatch):
     sensors = {s.name: s for s in env.defs.get_repository_def().sensor_defs}
     assert set(sensors) == {f"{NAME}__{k}" for k in ("new_data_sensor", "monitoring_sensor", "drift_sensor",
-                                                     "quality_sensor")} | {S.RUN_FAILURE_SENSOR_NAME}
+                                                     "quality_sensor")} | {names.RUN_FAILURE_SENSOR}
     for s in sensors.values():
         assert s.description and len(s.description) > 40
     assert sensors[f"{NAME}__drift_sensor"].default_status == dg.DefaultSensorStatus.STOPPED
-    assert sensors[S.RUN_FAILURE_SENSOR_NAME].default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensors[names.RUN_FAILURE_SENSOR].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors[f"{NAME}__drift_sensor"].minimum_interval_seconds == 30
     monkeypatch.setenv(S.ENV_DEFAULT_STATUS, "running")
     monkeypatch.setenv(S.ENV_INTERVAL, "5")

@@ -115,9 +115,9 @@ def test_sinks_enabled_by_their_variables_in_any_combination():
     (SLACK_ENV, "ftp://hooks.example.com/SECRET", f"{SLACK_ENV} must be an absolute http"),
     (ALERTMANAGER_ENV, "http://alertmanager:99999/SECRET", f"{ALERTMANAGER_ENV} is not a valid URL"),
     (WEBHOOK_ENV, "https://hooks.example.com/SECRET path", f"{WEBHOOK_ENV} must be an absolute http"),
-    (ENV_ALERT_MAX_ATTEMPTS, "0", f"{ENV_ALERT_MAX_ATTEMPTS} must be an integer >= 1, got '0'"),
-    (ENV_ALERT_TIMEOUT, "soon", f"{ENV_ALERT_TIMEOUT} must be a number >= 0.01, got 'soon'"),
-    ("MLPLATFORM_ALERTMANAGER_RESOLVE_AFTER_S", "nan", "MLPLATFORM_ALERTMANAGER_RESOLVE_AFTER_S must be a number"),
+    (ENV_ALERT_MAX_ATTEMPTS, "0", f"{ENV_ALERT_MAX_ATTEMPTS}='0' is invalid: expected an integer >= 1"),
+    (ENV_ALERT_TIMEOUT, "soon", f"{ENV_ALERT_TIMEOUT}='soon' is invalid: expected a number >= 0.01"),
+    ("MLPLATFORM_ALERTMANAGER_RESOLVE_AFTER_S", "nan", "MLPLATFORM_ALERTMANAGER_RESOLVE_AFTER_S='nan' is invalid: expected a number >= 1"),
 ])
 def test_malformed_settings_fail_loudly_naming_the_variable_not_the_secret(variable, value, expected):
     env = {ALERTMANAGER_ENV: "http://127.0.0.1:9093", variable: value}

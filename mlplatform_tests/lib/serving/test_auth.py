@@ -129,7 +129,7 @@ def test_no_keys_refuses_to_start_unless_auth_is_switched_off(monkeypatch):
     monkeypatch.setenv("MLPLATFORM_SERVING_AUTH", "off")
     assert ServingSettings.resolve("m").allow_unauthenticated is True
     monkeypatch.setenv("MLPLATFORM_SERVING_AUTH", "maybe")
-    with pytest.raises(ServingConfigError, match="MLPLATFORM_SERVING_AUTH must be 'on' or 'off'"):
+    with pytest.raises(ServingConfigError, match="MLPLATFORM_SERVING_AUTH='maybe' is invalid: expected on or off"):
         ServingSettings.resolve("m")
     monkeypatch.setenv("MLPLATFORM_SERVING_AUTH", "off")
     monkeypatch.setenv("MLPLATFORM_API_KEYS", "k1")

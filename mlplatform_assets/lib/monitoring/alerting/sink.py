@@ -9,13 +9,12 @@ enabled by its own URL variable (``url_variable``), any combination at once.
 from __future__ import annotations
 
 import importlib
-import math
-import os
 import pkgutil
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Mapping
 from urllib.parse import urlsplit
 
+from mlplatform_assets.lib.config import ConfigError, Variable, number, text
 from mlplatform_assets.lib.monitoring.alerting.alert import Alert
 from mlplatform_assets.lib.monitoring.alerting.http import (
     RetryPolicy,
@@ -31,7 +30,7 @@ ENV_ALERT_BUDGET = "MLPLATFORM_ALERT_RETRY_BUDGET_S"
 _REGISTRY: dict[str, type[AlertSink]] = {}
 
 
-class AlertConfigError(ValueError):
+class AlertConfigError(ConfigError):
     """A sink variable is malformed. The message names the variable and never contains a secret."""
 
 
@@ -44,6 +43,8 @@ class AlertSink(ABC):
 
     name: ClassVar[str]
     url_variable: ClassVar[str]
+    # Any further settings of this sink, declared here so docs/configuration.md and the start-up check see them.
+    extra_variables: ClassVar[tuple[Variable, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -101,39 +102,63 @@ def check_url(variable: str, url: str) -> str:
     return url
 
 
-def env_number(env: Mapping[str, str], variable: str, default: float, *, minimum: float,
-               integer: bool = False) -> float:
-    """A numeric setting (not a secret, so its value may be quoted) >= ``minimum``; ``default`` when unset."""
-    raw = (env.get(variable) or "").strip()
-    if not raw:
-        return default
+def number_variable(variable: str, default: float, *, minimum: float, integer: bool = False,
+                    description: str = "") -> Variable:
+    """A numeric alert setting (not a secret, so its value may be quoted in errors) >= ``minimum``."""
+    kind = "an integer" if integer else "a number"
+    return Variable(variable, number(minimum=minimum, integer=integer), default, f"{kind} >= {minimum:g}",
+                    description, "alerts")
+
+
+def _read(variable: Variable, env: Mapping[str, str] | None):
     try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < minimum:
-        kind = "an integer" if integer else "a number"
-        raise AlertConfigError(f"{variable} must be {kind} >= {minimum:g}, got {raw!r}")
-    return value
+        return variable.read(env)
+    except ConfigError as exc:
+        raise AlertConfigError(str(exc)) from None
 
 
-def retry_policy_from_env(env: Mapping[str, str]) -> RetryPolicy:
-    defaults = RetryPolicy()
-    return RetryPolicy(
-        timeout_s=env_number(env, ENV_ALERT_TIMEOUT, defaults.timeout_s, minimum=0.01),
-        max_attempts=int(env_number(env, ENV_ALERT_MAX_ATTEMPTS, defaults.max_attempts, minimum=1, integer=True)),
-        backoff_s=env_number(env, ENV_ALERT_BACKOFF, defaults.backoff_s, minimum=0.0),
-        budget_s=env_number(env, ENV_ALERT_BUDGET, defaults.budget_s, minimum=0.01),
-    )
+_DEFAULT_POLICY = RetryPolicy()
+RETRY_VARIABLES = {
+    "timeout_s": number_variable(ENV_ALERT_TIMEOUT, _DEFAULT_POLICY.timeout_s, minimum=0.01,
+                                 description="Seconds one delivery attempt may take."),
+    "max_attempts": number_variable(ENV_ALERT_MAX_ATTEMPTS, _DEFAULT_POLICY.max_attempts, minimum=1, integer=True,
+                                    description="Delivery attempts per sink (retries on 5xx, 429, network errors)."),
+    "backoff_s": number_variable(ENV_ALERT_BACKOFF, _DEFAULT_POLICY.backoff_s, minimum=0.0,
+                                 description="First backoff between attempts (doubles each retry)."),
+    "budget_s": number_variable(ENV_ALERT_BUDGET, _DEFAULT_POLICY.budget_s, minimum=0.01,
+                                description="Total seconds one alert's delivery may take per sink."),
+}
+
+
+def url_variable_of(sink_type: type[AlertSink]) -> Variable:
+    return Variable(sink_type.url_variable, text, None, "an http(s) URL",
+                    f"Enables the {sink_type.name} alert sink.", "alerts",
+                    secret=True)
+
+
+def alert_variables() -> tuple[Variable, ...]:
+    """Every alert variable: delivery policy, each sink's URL and its extra settings."""
+    found = list(RETRY_VARIABLES.values())
+    for sink_type in sink_types().values():
+        found += [url_variable_of(sink_type), *sink_type.extra_variables]
+    return tuple(found)
+
+
+def retry_policy_from_env(env: Mapping[str, str] | None) -> RetryPolicy:
+    return RetryPolicy(**{field: _read(var, env) for field, var in RETRY_VARIABLES.items()})
+
+
+def sink_setting(sink_type: type[AlertSink], name: str, env: Mapping[str, str] | None):
+    """The value of one of ``sink_type.extra_variables``."""
+    return _read(next(v for v in sink_type.extra_variables if v.name == name), env)
 
 
 def load_alert_sinks(environ: Mapping[str, str] | None = None) -> list[AlertSink]:
     """The sinks enabled in ``environ`` (default ``os.environ``), validated. Raises :class:`AlertConfigError`."""
-    env = os.environ if environ is None else environ
-    policy = retry_policy_from_env(env)
+    policy = retry_policy_from_env(environ)
     sinks: list[AlertSink] = []
     for sink_type in sink_types().values():
-        url = (env.get(sink_type.url_variable) or "").strip()
+        url = _read(url_variable_of(sink_type), environ)
         if url:
-            sinks.append(sink_type.from_env(check_url(sink_type.url_variable, url), env, policy))
+            sinks.append(sink_type.from_env(check_url(sink_type.url_variable, url), environ, policy))
     return sinks

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from mlplatform_assets.lib.monitoring.alerting.alert import Alert
 from mlplatform_assets.lib.monitoring.alerting.http import RetryPolicy
-from mlplatform_assets.lib.monitoring.alerting.sink import AlertSink, env_number
+from mlplatform_assets.lib.monitoring.alerting.sink import AlertSink, number_variable, sink_setting
 
 ENV_RESOLVE_AFTER = "MLPLATFORM_ALERTMANAGER_RESOLVE_AFTER_S"
 DEFAULT_RESOLVE_AFTER_S = 3600.0
@@ -27,14 +27,16 @@ def _rfc3339(moment: dt.datetime) -> str:
 class AlertmanagerSink(AlertSink):
     name = "alertmanager"
     url_variable = "MLPLATFORM_ALERTMANAGER_URL"
+    extra_variables = (number_variable(ENV_RESOLVE_AFTER, DEFAULT_RESOLVE_AFTER_S, minimum=1.0,
+                                       description="Seconds after which an Alertmanager alert resolves itself."),)
 
     def __init__(self, url: str, policy: RetryPolicy, resolve_after_s: float = DEFAULT_RESOLVE_AFTER_S) -> None:
         super().__init__(url, policy)
         self.resolve_after_s = resolve_after_s
 
     @classmethod
-    def from_env(cls, url: str, env: Mapping[str, str], policy: RetryPolicy) -> AlertmanagerSink:
-        return cls(url, policy, env_number(env, ENV_RESOLVE_AFTER, DEFAULT_RESOLVE_AFTER_S, minimum=1.0))
+    def from_env(cls, url: str, env: Mapping[str, str] | None, policy: RetryPolicy) -> AlertmanagerSink:
+        return cls(url, policy, sink_setting(cls, ENV_RESOLVE_AFTER, env))
 
     def endpoint(self) -> str:
         return self.url.rstrip("/") + "/api/v2/alerts"
