@@ -526,10 +526,84 @@ class PromotionSpec(_Strict):
     absolute_floor: float | None = Field(default=None, description="The primary metric must reach this")
 
 
+# --- per-column data rules and quarantine (validation.columns, validation.on_failure; lib/data/validation.py) ---
+COLUMN_RULES = ("max_null_share", "min", "max", "allowed", "unique")
+
+
+class ColumnRuleSpec(_Strict):
+    """Rules on one column of each day's raw rows. Every rule given in one entry shares its ``severity``;
+    a column may have several entries (e.g. a blocking ``min`` and a warning ``max``)."""
+
+    column: str = Field(min_length=1)
+    max_null_share: float | None = Field(default=None, ge=0.0, le=1.0,
+                                         description="Share of null rows allowed (overrides validation.max_null_share)")
+    min: float | None = Field(default=None, description="Smallest value allowed (numeric columns)")
+    max: float | None = Field(default=None, description="Largest value allowed (numeric columns)")
+    allowed: list[str | int | float | bool] | None = Field(default=None, description="The only values allowed")
+    unique: bool = Field(default=False, description="No non-null value may repeat within the day")
+    severity: Literal["block", "warn"] = Field(
+        default="block", description="block: the day fails (blocked or quarantined); warn: reported only")
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> "ColumnRuleSpec":
+        if not self.rules:
+            raise ValueError(f"column {self.column!r}: give at least one rule: {', '.join(COLUMN_RULES[:-1])} "
+                             "or unique: true")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"column {self.column!r}: min ({self.min:g}) is larger than max ({self.max:g})")
+        if self.allowed is not None and not self.allowed:
+            raise ValueError(f"column {self.column!r}: allowed is empty; list at least one value")
+        return self
+
+    @property
+    def rules(self) -> dict[str, Any]:
+        """Rule name -> its threshold, for the rules this entry sets (in COLUMN_RULES order)."""
+        return {r: getattr(self, r) for r in COLUMN_RULES
+                if getattr(self, r) is not None and getattr(self, r) is not False}
+
+
 class ValidationSpec(_Strict):
     max_null_share: float = Field(default=0.3, ge=0.0, le=1.0)
     max_duplicate_share: float = Field(default=0.01, ge=0.0, le=1.0)
     min_rows: int = Field(default=1, ge=1)
+    on_failure: Literal["block", "quarantine"] = Field(
+        default="block", description="block: a failing day stops the run; quarantine: the day is left out of "
+                                     "training and monitoring, recorded and alerted, and the run goes on")
+    columns: list[ColumnRuleSpec] = Field(default_factory=list, description="Per-column rules with a severity")
+
+    @model_validator(mode="after")
+    def _one_threshold_per_rule(self) -> "ValidationSpec":
+        first: dict[tuple[str, str], int] = {}
+        for i, entry in enumerate(self.columns):
+            for rule in entry.rules:
+                if (entry.column, rule) in first:
+                    raise ValueError(f"columns.{i}: {rule} of {entry.column!r} is already set in "
+                                     f"columns.{first[entry.column, rule]}; give each rule of a column once")
+                first[entry.column, rule] = i
+        return self
+
+    def own_null_share_columns(self) -> set[str]:
+        """Columns whose null share has their own rule (the global max_null_share does not apply to them)."""
+        return {e.column for e in self.columns if e.max_null_share is not None}
+
+
+def _check_column_rules(validation: ValidationSpec, features: "FeaturesSpec", target: str, timestamp: str) -> None:
+    """Rules must name columns of the raw data; with declared features, those are known here."""
+    added = set(features.added_numeric) | set(features.added_categorical)
+    numeric = set(features.numeric or [])
+    known = numeric | set(features.categorical or []) | {target, timestamp}
+    for i, entry in enumerate(validation.columns):
+        where = f"columns.{i}.column"
+        if entry.column in added:
+            raise ValueError(f"{where}: {entry.column!r} is added by a feature transformer; rules check the raw "
+                             "data's columns")
+        if not features.infer and entry.column not in known:
+            raise ValueError(f"{where}: {entry.column!r} is not a column of this model; rules apply to the "
+                             f"declared features, the target and the timestamp: {sorted(known)}")
+        ranged = [r for r in ("min", "max") if r in entry.rules]
+        if ranged and (entry.column == timestamp or entry.column in set(features.categorical or [])):
+            raise ValueError(f"columns.{i}: {' and '.join(ranged)} only apply to numeric columns; {entry.column!r} is "
+                             f"{'the timestamp' if entry.column == timestamp else 'a categorical feature'}")
 
 
 class DriftSpec(_Strict):
@@ -616,6 +690,13 @@ class ModelSpec(_Strict):
     serving: ServingSpec = Field(default_factory=ServingSpec)
     # field path -> the string as the spec wrote it, for values that held ${VAR} references (see parse_spec)
     _as_written: dict[tuple[str | int, ...], str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("validation")
+    @classmethod
+    def _column_rules_name_known_columns(cls, v: ValidationSpec, info: ValidationInfo) -> ValidationSpec:
+        if {"features", "target", "timestamp_column"} <= set(info.data):  # otherwise those were reported
+            _check_column_rules(v, info.data["features"], info.data["target"].column, info.data["timestamp_column"])
+        return v
 
     @field_validator("partition_start")
     @classmethod

@@ -57,12 +57,31 @@ def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
     return [dt.date.fromisoformat(k) for k in context.partition_keys]
 
 
+def _alert_quarantined(context: dg.AssetExecutionContext, platform: PlatformResource, model: str,
+                       quarantined: dict[str, dict[str, str]]) -> None:
+    """One alert per run naming every quarantined day and its failed checks (day -> check -> message)."""
+    from mlplatform_assets.lib.monitoring.alerts import Alert, send_alert
+
+    listed = "; ".join(f"{day}: {', '.join(failed)}" for day, failed in quarantined.items())
+    message = (f"{model}: {len(quarantined)} day(s) quarantined (left out of training and monitoring "
+               f"until they pass again): {listed}")
+    context.log.warning(message)
+    send_alert(Alert(kind="partition_quarantined", model=model, asset=f"{model}/raw_data",
+                     partition=next(iter(quarantined)) if len(quarantined) == 1 else None, message=message,
+                     details={"days": quarantined, "dagster_run_id": context.run_id}),
+               platform.alerts_log_path)
+
+
 def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     name = spec.name
     partitions = daily_partitions(spec)
     raw_key = dg.AssetKey([name, "raw_data"])
-    check_specs = [dg.AssetCheckSpec(c, asset=raw_key, blocking=True, description=validation.CHECK_DESCRIPTIONS[c])
-                   for c in validation.CHECK_NAMES]
+    # Checks of failed warn-severity rules never block; every other check blocks (or, under quarantine, reports
+    # the failing days as WARN: they are left out and the rest of the range goes on).
+    check_specs = [dg.AssetCheckSpec(c, asset=raw_key, blocking=c != validation.COLUMN_RULES_WARN_CHECK,
+                                     description=validation.check_description(c))
+                   for c in validation.check_names(spec)]
+    quarantine = spec.validation.on_failure == "quarantine"
     tags = {MODEL_TAG: name}
 
     @dg.asset(
@@ -71,22 +90,36 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         description=f"Raw rows of {name} for one day, copied from {datasource.source_label(spec)}. "
                     "Blocking checks guard it.",
     )
-    def raw_data(context: dg.AssetExecutionContext, data_store: DataStore) -> dg.MaterializeResult:
+    def raw_data(context: dg.AssetExecutionContext, data_store: DataStore,
+                 platform: PlatformResource) -> dg.MaterializeResult:
         days = _days(context)
         ingested = lifecycle.ingest_days(spec, days, data_store.store(), data_store.source_s3_client())
         check_results = []
-        for check in validation.CHECK_NAMES:
-            failures = [(d.day, c) for d in ingested for c in d.checks if c.name == check and not c.passed]
-            if failures:
-                desc = "; ".join(f"{day}: {c.message}" for day, c in failures[:20])
-                if len(failures) > 20:
-                    desc += f"; ... and {len(failures) - 20} more partition(s)"
+        for check in validation.check_names(spec):
+            # day -> its failed outcomes under this check (a column-rules check holds several rules per day)
+            failed: dict[dt.date, list[validation.CheckOutcome]] = {}
+            for d in ingested:
+                for c in d.checks:
+                    if c.check == check and not c.passed:
+                        failed.setdefault(d.day, []).append(c)
+            messages = {str(day): "; ".join(c.message for c in outcomes) for day, outcomes in failed.items()}
+            if failed:
+                desc = "; ".join(f"{day}: {m}" for day, m in list(messages.items())[:20])
+                if len(failed) > 20:
+                    desc += f"; ... and {len(failed) - 20} more partition(s)"
+                if quarantine and check != validation.COLUMN_RULES_WARN_CHECK:
+                    desc = f"quarantined {len(failed)} partition(s): {desc}"
             else:
                 desc = f"passed on {len(ingested)} partition(s)"
+            blocks = check != validation.COLUMN_RULES_WARN_CHECK and not quarantine
             check_results.append(dg.AssetCheckResult(
-                check_name=check, passed=not failures, severity=dg.AssetCheckSeverity.ERROR, description=desc,
-                metadata={"failed_partitions": dg.MetadataValue.json([str(day) for day, _ in failures]),
-                          "messages": dg.MetadataValue.json({str(day): c.message for day, c in failures[:50]})}))
+                check_name=check, passed=not failed, description=desc,
+                severity=dg.AssetCheckSeverity.ERROR if blocks else dg.AssetCheckSeverity.WARN,
+                metadata={"failed_partitions": dg.MetadataValue.json(list(messages)),
+                          "messages": dg.MetadataValue.json(dict(list(messages.items())[:50]))}))
+        quarantined = {str(d.day): {c.name: c.message for c in d.failures} for d in ingested if d.quarantined}
+        if quarantined:
+            _alert_quarantined(context, platform, name, quarantined)
         total_rows = sum(d.rows for d in ingested)
         first = next((d for d in ingested if d.schema), None)
         metadata: dict[str, Any] = {
@@ -96,6 +129,8 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             "partitions": dg.MetadataValue.int(len(ingested)),
             "source": dg.MetadataValue.text(datasource.source_label(spec)),  # never an expanded ${VAR} or a password
         }
+        if quarantine:
+            metadata["quarantined_partitions"] = dg.MetadataValue.json(quarantined)
         if first is not None:
             metadata["dagster/column_schema"] = dg.TableSchema(
                 columns=[dg.TableColumn(c, t) for c, t in first.schema.items()])
@@ -103,22 +138,28 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             metadata["data_sha256"] = dg.MetadataValue.text(ingested[0].data_sha256)
         else:
             metadata["per_partition"] = dg.MetadataValue.md("| day | rows | bytes | sha256 | checks |\n|---|---|---|---|---|\n" + "\n".join(
-                f"| {d.day} | {d.rows} | {d.n_bytes} | {d.data_sha256[:12]} | {'ok' if d.passed else 'FAILED'} |"
+                f"| {d.day} | {d.rows} | {d.n_bytes} | {d.data_sha256[:12]} | "
+                f"{'ok' if d.passed else 'QUARANTINED' if d.quarantined else 'FAILED'} |"
                 for d in ingested))
         return dg.MaterializeResult(metadata=metadata, check_results=check_results)
 
     @dg.asset(
         key=[name, "validated_data"], group_name=name, partitions_def=partitions, deps=[raw_data],
         backfill_policy=dg.BackfillPolicy.single_run(), kinds={"pandas", "parquet"}, tags=tags,
-        description="Typed, cleaned rows of days whose raw data passed every blocking check.",
+        description="Typed, cleaned rows of days whose raw data passed every blocking check (quarantined days "
+                    "are skipped).",
     )
     def validated_data(context: dg.AssetExecutionContext, data_store: DataStore) -> dg.MaterializeResult:
-        stored = lifecycle.store_validated(spec, _days(context), data_store.store())
-        return dg.MaterializeResult(metadata={
+        days = _days(context)
+        stored = lifecycle.store_validated(spec, days, data_store.store())
+        metadata = {
             "dagster/row_count": dg.MetadataValue.int(sum(s["rows"] for s in stored.values())),
             "dropped_rows": dg.MetadataValue.int(sum(s["dropped_rows"] for s in stored.values())),
             "partitions": dg.MetadataValue.int(len(stored)),
-        })
+        }
+        if quarantine:
+            metadata["quarantined_days"] = dg.MetadataValue.json([str(d) for d in days if d not in stored])
+        return dg.MaterializeResult(metadata=metadata)
 
     @dg.asset(
         key=[name, "features"], group_name=name, deps=[validated_data], kinds={"pandas"}, tags=tags,
@@ -143,6 +184,7 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             "data_sha256": dg.MetadataValue.text(dataset.data_sha256),
             "numeric_features": dg.MetadataValue.json(dataset.numeric),
             "categorical_features": dg.MetadataValue.json(dataset.categorical),
+            "quarantined_days": dg.MetadataValue.json([str(d) for d in dataset.quarantined_days]),
         })
 
     @dg.asset(
@@ -172,6 +214,7 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
                 "model_uri": dg.MetadataValue.text(version.model_uri),
                 "data_sha256": dg.MetadataValue.text(features.data_sha256),
                 "partition_range": dg.MetadataValue.text(features.partition_range),
+                "quarantined_days": dg.MetadataValue.json([str(d) for d in features.quarantined_days]),
                 **_floats(result.metrics, "holdout_"),
                 # What the training step used (numeric, so the UI plots them across materializations).
                 **{name: dg.MetadataValue.float(value) for name, value in cost.metrics().items()},
@@ -210,6 +253,7 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             "champion_version": dg.MetadataValue.text(str(ev.decision.champion_version or "none")),
             "report_artifact": dg.MetadataValue.text(report_uri),
             "mlflow_run": dg.MetadataValue.url(trained_model["run_url"]),
+            "quarantined_days": dg.MetadataValue.json([str(d) for d in features.quarantined_days]),
             **_floats(ev.challenger_metrics, "challenger_"),
             **_floats(ev.champion_metrics or {}, "champion_"),
         }

@@ -19,7 +19,7 @@ from mlplatform_assets.defs.resources import (
 )
 from mlplatform_assets.lib.data.hashing import frame_sha256
 from mlplatform_assets.lib.data.validation import infer_feature_columns
-from mlplatform_assets.lib.model.lifecycle import validated_key
+from mlplatform_assets.lib.model.lifecycle import quarantine_record, validated_key
 from mlplatform_assets.lib.monitoring import batch as monitoring
 from mlplatform_assets.lib.monitoring import drift
 from mlplatform_assets.lib.spec import ModelSpec
@@ -77,6 +77,19 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     tags = {MODEL_TAG: name}
     validated = dg.AssetKey([name, "validated_data"])
 
+    def skip_if_quarantined(store, day: dt.date, checks: tuple[str, ...] = ()) -> dg.MaterializeResult | None:
+        """A quarantined day (validation.on_failure: quarantine) is not scored or monitored: say so instead.
+        The asset's ``checks`` get a result saying they did not run (Dagster has no "skipped" check state)."""
+        record = quarantine_record(spec, store, day)
+        if record is None:
+            return None
+        note = (f"{day} is quarantined (failed: {', '.join(record['failed_checks'])}); not scored or monitored "
+                "until it passes validation again")
+        return dg.MaterializeResult(
+            metadata={"quarantined": dg.MetadataValue.bool(True), "skipped": dg.MetadataValue.text(note)},
+            check_results=[dg.AssetCheckResult(check_name=c, passed=True, severity=dg.AssetCheckSeverity.WARN,
+                                               description=f"not checked: {note}") for c in checks])
+
     def load_day(store, day: dt.date) -> tuple[pd.DataFrame, list[str]]:
         key = validated_key(name, day)
         if not store.exists(key):
@@ -95,6 +108,8 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
                           mlflow: MlflowRegistryResource) -> dg.MaterializeResult:
         day = dt.date.fromisoformat(context.partition_key)
         store = data_store.store()
+        if (skipped := skip_if_quarantined(store, day)) is not None:
+            return skipped
         key = validated_key(name, day)
         if not store.exists(key):
             raise dg.Failure(f"{name}: no validated data for {day}: materialize raw_data for that day first")
@@ -135,6 +150,8 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
                      platform: PlatformResource) -> dg.MaterializeResult:
         day = dt.date.fromisoformat(context.partition_key)
         store = data_store.store()
+        if (skipped := skip_if_quarantined(store, day, (NO_DRIFT_CHECK,))) is not None:
+            return skipped
         frame, features = load_day(store, day)
         registry = mlflow.registry()
         try:
@@ -190,6 +207,8 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     def model_performance(context: dg.AssetExecutionContext, data_store: DataStore) -> dg.MaterializeResult:
         day = dt.date.fromisoformat(context.partition_key)
         store = data_store.store()
+        if (skipped := skip_if_quarantined(store, day)) is not None:
+            return skipped
         frame, features = load_day(store, day)
         pkey = monitoring.predictions_key(name, day)
         if not store.exists(pkey):

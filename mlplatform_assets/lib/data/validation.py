@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from mlplatform_assets.lib.spec import ModelSpec
+from mlplatform_assets.lib.spec import ColumnRuleSpec, ModelSpec
 
 CHECK_NAMES = ("non_empty", "required_columns", "dtypes", "target_domain", "null_share", "duplicate_share",
                "finite_values", "timestamps_in_partition")
@@ -20,19 +20,56 @@ CHECK_DESCRIPTIONS = {
     "required_columns": "The timestamp, target and every declared feature column are present.",
     "dtypes": "Numeric features and a regression target are numeric; the timestamp parses.",
     "target_domain": "The target is present and every label/value is inside its declared domain.",
-    "null_share": "No feature or target column has a null share above validation.max_null_share.",
+    "null_share": "No feature or target column has a null share above validation.max_null_share "
+                  "(columns with their own max_null_share rule are checked by that rule).",
     "duplicate_share": "The share of fully duplicated rows is at most validation.max_duplicate_share.",
     "finite_values": "No numeric feature (and no regression target) holds inf or -inf.",
     "timestamps_in_partition": "Every timestamp falls on the partition's day (UTC).",
 }
 
+# The per-column rules of validation.columns report under two asset checks: the block-severity ones under a
+# blocking check, the warn-severity ones under a check that is never blocking.
+COLUMN_RULES_CHECK = "column_rules"
+COLUMN_RULES_WARN_CHECK = "column_rules_warn"
+COLUMN_RULES_DESCRIPTIONS = {
+    COLUMN_RULES_CHECK: "Every per-column rule of severity block (validation.columns) holds.",
+    COLUMN_RULES_WARN_CHECK: "Every per-column rule of severity warn (validation.columns) holds; a failure is "
+                             "reported and never blocks.",
+}
+
+
+def check_names(spec: ModelSpec) -> tuple[str, ...]:
+    """The checks a day of ``spec`` goes through: the global ones, plus one per rule severity the spec uses."""
+    severities = {e.severity for e in spec.validation.columns}
+    return (*CHECK_NAMES, *([COLUMN_RULES_CHECK] if "block" in severities else []),
+            *([COLUMN_RULES_WARN_CHECK] if "warn" in severities else []))
+
+
+def check_description(name: str) -> str:
+    return CHECK_DESCRIPTIONS.get(name) or COLUMN_RULES_DESCRIPTIONS[name]
+
 
 @dataclass
 class CheckOutcome:
+    """One check's finding on one day. ``name`` is a global check name or ``<rule>:<column>`` for a per-column
+    rule; a failed ``warn`` outcome is reported but never blocks or quarantines the day."""
+
     name: str
     passed: bool
     message: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    severity: str = "block"
+
+    @property
+    def check(self) -> str:
+        """The asset check this outcome reports under."""
+        if self.name in CHECK_NAMES:
+            return self.name
+        return COLUMN_RULES_CHECK if self.severity == "block" else COLUMN_RULES_WARN_CHECK
+
+    @property
+    def blocks(self) -> bool:
+        return not self.passed and self.severity == "block"
 
 
 def declared_columns(spec: ModelSpec) -> tuple[list[str], list[str]]:
@@ -63,10 +100,15 @@ def check_day(spec: ModelSpec, df: pd.DataFrame, day: dt.date, read_error: str |
 
     n = len(df)
     if read_error:
+        # A day without a (readable) file is non_empty's finding alone: the other checks have nothing to check,
+        # and failing them too would bury the one cause under consequences.
         out.append(CheckOutcome("non_empty", False, f"no data: {read_error}", {"rows": 0}))
-    else:
-        out.append(CheckOutcome("non_empty", n >= v.min_rows,
-                                f"{n} rows" + ("" if n >= v.min_rows else f" (< min_rows {v.min_rows})"), {"rows": n}))
+        out.extend(CheckOutcome(name, True, "no data to check") for name in CHECK_NAMES[1:])
+        out.extend(CheckOutcome(f"{rule}:{e.column}", True, "no data to check", {}, e.severity)
+                   for e in v.columns for rule in e.rules)
+        return out
+    out.append(CheckOutcome("non_empty", n >= v.min_rows,
+                            f"{n} rows" + ("" if n >= v.min_rows else f" (< min_rows {v.min_rows})"), {"rows": n}))
 
     required = [spec.timestamp_column, target, *numeric, *categorical]
     missing = [c for c in required if c not in df.columns]
@@ -118,8 +160,10 @@ def check_day(spec: ModelSpec, df: pd.DataFrame, day: dt.date, read_error: str |
                             {"problems": domain_problems}))
 
     shares = {}
-    # With delayed labels a missing target is expected, not a data-quality problem.
+    # With delayed labels a missing target is expected, not a data-quality problem. Columns with their own
+    # max_null_share rule are checked by that rule instead.
     null_checked = [*numeric, *categorical] if spec.target.labels_delayed else [target, *numeric, *categorical]
+    null_checked = [c for c in null_checked if c not in v.own_null_share_columns()]
     for col in null_checked:
         if col in df.columns and n:
             shares[col] = float(df[col].isna().mean())
@@ -136,7 +180,63 @@ def check_day(spec: ModelSpec, df: pd.DataFrame, day: dt.date, read_error: str |
                             {"duplicate_share": dup_share}))
     out.append(_finite_values(spec, df, numeric))
     out.append(_timestamps_in_partition(spec, df, timestamps, day))
+    for entry in v.columns:
+        out.extend(_column_rule(entry, rule, threshold, df) for rule, threshold in entry.rules.items())
     return out
+
+
+def _plain(value: Any) -> Any:
+    """A data value as plain JSON (numpy scalars unwrapped, anything else exotic as text)."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def _column_rule(entry: ColumnRuleSpec, rule: str, threshold: Any, df: pd.DataFrame) -> CheckOutcome:
+    """One rule of ``validation.columns`` on one day: the failing row count and share, and an example value."""
+    col, name = entry.column, f"{rule}:{entry.column}"
+
+    def outcome(passed: bool, message: str, **metadata: Any) -> CheckOutcome:
+        return CheckOutcome(name, passed, f"{col}: {message}", {"rule": rule, "column": col, **metadata},
+                            entry.severity)
+
+    n = len(df)
+    if not n:  # a day without rows (or without a file) is non_empty's finding alone
+        return outcome(True, "no rows to check", failing_rows=0)
+    if col not in df.columns:
+        return outcome(False, "column is missing")
+    values = df[col]
+    if rule == "max_null_share":
+        nulls = int(values.isna().sum())
+        share = nulls / n
+        return outcome(share <= threshold, f"{nulls} of {n} rows null (share {share:.4f}"
+                       + (f" > {threshold:g})" if share > threshold else f" <= {threshold:g})"),
+                       failing_rows=nulls, share=share)
+    present = values.dropna()
+    if rule in ("min", "max"):
+        if ptypes.is_bool_dtype(values) or not ptypes.is_numeric_dtype(values):
+            return outcome(False, f"{rule} needs a numeric column, got {values.dtype}")
+        bad = present < threshold if rule == "min" else present > threshold
+        example = present[bad].min() if rule == "min" else present[bad].max()  # the worst offender
+        relation = "below min" if rule == "min" else "above max"
+    elif rule == "allowed":
+        numbers = [a for a in threshold if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        if len(numbers) == len(threshold) and ptypes.is_numeric_dtype(values) and not ptypes.is_bool_dtype(values):
+            bad = ~present.isin(numbers)  # 1 and 1.0 are the same value
+        else:
+            bad = ~present.astype(str).isin({str(a) for a in threshold})
+        unknown = list(dict.fromkeys(present[bad].tolist()))
+        example = unknown[0] if unknown else None
+        relation = f"outside allowed {list(threshold)} ({len(unknown)} distinct value(s))"
+    else:  # unique: a row fails when its non-null value already appeared earlier in the day
+        bad = present.duplicated()
+        example = present[bad].iloc[0] if bad.any() else None
+        relation = "repeating an earlier value"
+    failing = int(bad.sum())
+    if not failing:
+        return outcome(True, f"every value passes {rule}", failing_rows=0, share=0.0)
+    label = f"{threshold:g}" if rule in ("min", "max") else ""
+    return outcome(False, f"{failing} of {n} rows {relation}{(' ' + label) if label else ''}, e.g. "
+                          f"{_plain(example)!r}", failing_rows=failing, share=failing / n, example=_plain(example))
 
 
 def _finite_values(spec: ModelSpec, df: pd.DataFrame, numeric: list[str]) -> CheckOutcome:

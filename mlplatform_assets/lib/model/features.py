@@ -7,7 +7,7 @@ only (no leakage into the holdout) and travels with the model to serving.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ class TrainingDataset:
     train_days: list[dt.date]
     holdout_days: list[dt.date]
     data_sha256: str
+    quarantined_days: list[dt.date] = field(default_factory=list)  # window days left out (validation.on_failure)
 
     @property
     def feature_columns(self) -> list[str]:
@@ -65,13 +66,18 @@ def window_days(end: dt.date, spec: ModelSpec) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
+def required_partitions(spec: ModelSpec) -> int:
+    """How many days with data a training window needs (training.min_partitions, default half the window)."""
+    return spec.training.min_partitions or max(2, spec.training.window_days // 2)
+
+
 def build_dataset(spec: ModelSpec, frames: dict[dt.date, pd.DataFrame], numeric: list[str],
                   categorical: list[str]) -> TrainingDataset:
     """Concatenate validated days in time order; the last ``holdout_days`` days with data are the holdout."""
     # Unlabeled rows (labels not arrived yet, or missing) are scored and monitored but never trained on.
     frames = {d: f[f[spec.target.column].notna()] for d, f in frames.items()}
     days = sorted(d for d, f in frames.items() if len(f))
-    min_parts = spec.training.min_partitions or max(2, spec.training.window_days // 2)
+    min_parts = required_partitions(spec)
     if len(days) < min_parts:
         raise DatasetError(f"training window has {len(days)} validated day(s) with data; "
                            f"at least {min_parts} are required (training.min_partitions)")

@@ -3,6 +3,8 @@
 Data layout in the platform's data store (local directory or S3 prefix):
 ``<model>/raw/date=YYYY-MM-DD/data.parquet``        raw copy of a source day
 ``<model>/validated/date=YYYY-MM-DD/data.parquet``  typed, cleaned rows of a day that passed every check
+``<model>/quarantine/date=YYYY-MM-DD/record.json``  why a day is quarantined (validation.on_failure: quarantine);
+                                                    training and monitoring skip it until it passes again
 ``<model>/<asset>/runs/<run_id>/...``                a run's outputs handed between lifecycle assets
                                                     (training dataset, records; see defs/resources.py)
 """
@@ -27,6 +29,7 @@ from mlplatform_assets.lib.model.features import (
     DatasetError,
     TrainingDataset,
     build_dataset,
+    required_partitions,
     window_days,
 )
 from mlplatform_assets.lib.model.registry import (
@@ -57,6 +60,31 @@ def validated_key(model: str, day: dt.date) -> str:
     return f"{model}/validated/date={day.isoformat()}/data.parquet"
 
 
+def quarantine_key(model: str, day: dt.date) -> str:
+    return f"{model}/quarantine/date={day.isoformat()}/record.json"
+
+
+def _days_under(store: ObjectStore, prefix: str) -> list[dt.date]:
+    """Days of the ``<prefix>date=YYYY-MM-DD/...`` keys in the store, sorted."""
+    days = set()
+    for key in store.list(prefix):
+        part = key[len(prefix):].split("/", 1)[0]
+        if part.startswith("date="):
+            days.add(dt.date.fromisoformat(part[5:]))
+    return sorted(days)
+
+
+def quarantined_days(spec: ModelSpec, store: ObjectStore) -> list[dt.date]:
+    """Days whose latest ingestion failed a blocking check under ``validation.on_failure: quarantine``."""
+    return _days_under(store, f"{spec.name}/quarantine/")
+
+
+def quarantine_record(spec: ModelSpec, store: ObjectStore, day: dt.date) -> dict[str, Any] | None:
+    """Why ``day`` is quarantined (``failed_checks``: check name -> message), or None when it is not."""
+    key = quarantine_key(spec.name, day)
+    return json.loads(store.read_bytes(key)) if store.exists(key) else None
+
+
 @dataclass
 class IngestedDay:
     day: dt.date
@@ -67,30 +95,53 @@ class IngestedDay:
     schema: dict[str, str]
     checks: list[validation.CheckOutcome]
     read_error: str | None = None
+    quarantined: bool = False
+
+    @property
+    def failures(self) -> list[validation.CheckOutcome]:
+        """The outcomes that block (or quarantine) the day; failed ``warn`` rules are not among them."""
+        return [c for c in self.checks if c.blocks]
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        return not self.failures
 
 
 def ingest_days(spec: ModelSpec, days: list[dt.date], store: ObjectStore, s3_client: Any = None) -> list[IngestedDay]:
-    """Read each day from the source, keep a raw copy, and run every check on it."""
+    """Read each day from the source, keep a raw copy, and run every check on it.
+
+    Under ``validation.on_failure: quarantine`` a failing day (a missing day too) gets a quarantine record; a
+    day that passes loses any record an earlier ingestion left, so a fixed day rejoins training."""
     out = []
+    quarantine = spec.validation.on_failure == "quarantine"
     for dd in datasource.read_days(spec, days, s3_client):
         frame = dd.frame
         if dd.error is None:
             store.write_frame(raw_key(spec.name, dd.day), frame)
-        out.append(IngestedDay(
+        day = IngestedDay(
             day=dd.day, rows=len(frame), n_bytes=dd.n_bytes, source=dd.location,
             data_sha256=frame_sha256(frame), schema={c: str(t) for c, t in frame.dtypes.items()},
-            checks=validation.check_day(spec, frame, dd.day, dd.error), read_error=dd.error))
+            checks=validation.check_day(spec, frame, dd.day, dd.error), read_error=dd.error)
+        if day.passed:
+            store.delete(quarantine_key(spec.name, day.day))
+        elif quarantine:
+            record = {"day": day.day.isoformat(), "rows": day.rows, "data_sha256": day.data_sha256,
+                      "quarantined_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                      "failed_checks": {c.name: c.message for c in day.failures}}
+            store.write_bytes(quarantine_key(spec.name, day.day), json.dumps(record, default=str).encode())
+            day.quarantined = True
+        out.append(day)
     return out
 
 
 def store_validated(spec: ModelSpec, days: list[dt.date], store: ObjectStore) -> dict[dt.date, dict[str, Any]]:
-    """Clean and store each day's raw copy (only called for days whose checks all passed)."""
+    """Clean and store each day's raw copy. Called for days whose blocking checks passed or, under
+    quarantine, for every day of a range: quarantined days are skipped (not in the result)."""
     out = {}
+    skipped = set(quarantined_days(spec, store))
     for day in days:
+        if day in skipped:
+            continue
         raw = store.read_frame(raw_key(spec.name, day))
         numeric, categorical = validation.infer_feature_columns(spec, raw)
         clean = validation.clean_day(spec, raw, numeric, categorical)
@@ -101,23 +152,31 @@ def store_validated(spec: ModelSpec, days: list[dt.date], store: ObjectStore) ->
 
 
 def validated_days(spec: ModelSpec, store: ObjectStore) -> list[dt.date]:
-    days = []
-    for key in store.list(f"{spec.name}/validated/"):
-        part = key.split("/")[2] if key.count("/") >= 3 else ""
-        if part.startswith("date="):
-            days.append(dt.date.fromisoformat(part[5:]))
-    return sorted(set(days))
+    """Days with validated data that are not quarantined (an earlier good copy of a now-quarantined day stays
+    stored but is not used)."""
+    quarantined = set(quarantined_days(spec, store))
+    return [d for d in _days_under(store, f"{spec.name}/validated/") if d not in quarantined]
 
 
 def load_training_dataset(spec: ModelSpec, store: ObjectStore, end: dt.date | None = None,
                           days: list[dt.date] | None = None) -> TrainingDataset:
-    """The training window ending at ``end`` (default: the latest validated day), or exactly ``days``."""
+    """The training window ending at ``end`` (default: the latest validated day), or exactly ``days``.
+    Quarantined days of the window are left out and named in the dataset's ``quarantined_days``."""
     available = validated_days(spec, store)
+    skipped: list[dt.date] = []
     if days is None:
         if not available:
             raise DatasetError(f"model {spec.name!r} has no validated data yet: materialize raw_data first")
         end = end or available[-1]
-        days = [d for d in window_days(end, spec) if d in set(available)]
+        window = window_days(end, spec)
+        days = [d for d in window if d in set(available)]
+        skipped = [d for d in window if d in set(quarantined_days(spec, store))]
+        needed = required_partitions(spec)
+        if skipped and len(days) < needed:
+            raise DatasetError(
+                f"training window {window[0]}..{window[-1]} has {len(days)} valid day(s) after quarantining "
+                f"{len(skipped)} ({', '.join(map(str, skipped))}); at least {needed} are required "
+                "(training.min_partitions)")
     else:
         missing = [d.isoformat() for d in days if d not in set(available)]
         if missing:
@@ -126,7 +185,9 @@ def load_training_dataset(spec: ModelSpec, store: ObjectStore, end: dt.date | No
     if not frames:
         raise DatasetError(f"no validated days in the window ending {end}")
     numeric, categorical = validation.infer_feature_columns(spec, next(iter(frames.values())))
-    return build_dataset(spec, frames, numeric, categorical)
+    dataset = build_dataset(spec, frames, numeric, categorical)
+    dataset.quarantined_days = skipped
+    return dataset
 
 
 def lineage_tags(spec: ModelSpec, dataset: TrainingDataset, code_version: str, dagster_run_id: str | None) -> dict[str, str]:

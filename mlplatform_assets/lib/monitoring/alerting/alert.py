@@ -13,6 +13,7 @@ ALERT_SEVERITY: dict[str, str] = {
     "drift": "warning",
     "retrain_storm_blocked": "warning",
     "run_failure": "warning",
+    "partition_quarantined": "warning",  # a day left out of training and monitoring (validation.on_failure)
     "quality_floor": "critical",
     "rollback": "critical",
 }
