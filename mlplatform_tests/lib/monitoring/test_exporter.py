@@ -100,6 +100,11 @@ def test_exporter_reports_model_health_from_the_real_stores(platform_env, small_
         for kind in ("retrain_storm_blocked", "drift", "quality_floor", "rollback"):
             assert value(s, "mlplatform_model_alerts_total", kind=kind, **m) == logged.count(kind)
         assert value(s, "mlplatform_model_alerts_total", kind="retrain_storm_blocked", **m) == 1
+        # Every series the rules and dashboard may use (test_prometheus_rules.py checks them against a complete
+        # synthetic state) also comes out of this real one; only the floor is missing: this spec sets none.
+        from mlplatform_tests.infra.exported_metrics import exporter_metric_names
+
+        assert exporter_metric_names() - {name for name, _ in s} == {"mlplatform_model_quality_floor"}
         for source in SOURCES:
             assert value(s, "mlplatform_exporter_source_up", source=source) == 1
             assert value(s, "mlplatform_exporter_scrape_errors_total", source=source) == 0
