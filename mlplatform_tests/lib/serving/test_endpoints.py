@@ -94,3 +94,65 @@ def test_credentials_in_a_url_are_refused_without_echoing_them():
     with pytest.raises(ValueError) as err:
         check_endpoint_url("https://ops:hunter2@models.internal")
     assert "user:password@" in str(err.value) and "hunter2" not in str(err.value)
+
+
+@pytest.fixture()
+def swapping_server():
+    """A server whose readiness and served version the test changes while a prober polls it."""
+    state = {"ready": False, "version": None}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            ready = self.path == "/readyz" and state["ready"]
+            code = 200 if self.path == "/healthz" or ready else 503
+            body = json.dumps({"model_version": state["version"]} if self.path == "/readyz" else {}).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # noqa: ANN002
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_live_but_not_ready_endpoint_reports_both(swapping_server):
+    url, state = swapping_server
+    status = probe(url)
+    assert (status.healthy, status.ready, status.model_version, status.error) == (True, False, None, None)
+    state.update(ready=True, version=4)
+    assert probe(url).as_dict() == {"url": url, "healthy": True, "ready": True, "model_version": "4", "error": None}
+
+
+def test_waiting_returns_once_the_endpoint_hot_swaps_to_the_version(swapping_server):
+    url, state = swapping_server
+    state.update(ready=True, version=1)
+    timer = threading.Timer(0.5, lambda: state.update(version=2))
+    timer.start()
+    started = time.monotonic()
+    status = wait_for_version(url, "2", timeout_s=10, interval_s=0.05)
+    assert status.model_version == "2" and 0.4 < time.monotonic() - started < 5
+
+
+def test_waiting_times_out_with_the_last_status(swapping_server):
+    url, state = swapping_server
+    state.update(ready=True, version=1)
+    started = time.monotonic()
+    status = wait_for_version(url, "2", timeout_s=0.5, interval_s=0.05)
+    assert status.model_version == "1" and status.healthy and 0.5 <= time.monotonic() - started < 3
+
+
+def test_an_unreachable_endpoint_is_reported_not_raised():
+    from mlplatform_tests.conftest import free_port
+
+    status = probe(f"http://127.0.0.1:{free_port()}", timeout=1.0)
+    assert not status.healthy and not status.ready and status.model_version is None
+    assert status.error.startswith("unreachable: ")
