@@ -34,6 +34,12 @@ def _tool(name: str) -> str:
     pytest.skip(message)
 
 
+def _operator_objects() -> list[dict]:
+    """Prometheus Operator objects (PrometheusRule, ServiceMonitor): CRDs that kubernetes-validate has no schema
+    for (it warns and skips them); test_prometheus_rules.py checks their structure."""
+    return [o for o in pods.k8s_objects() if o["apiVersion"].startswith("monitoring.coreos.com/")]
+
+
 def _kubernetes_validate(*paths: Path) -> subprocess.CompletedProcess:
     return subprocess.run([_tool("kubernetes-validate"), "--strict", "--kubernetes-version", KUBERNETES_VERSION,
                            *map(str, paths)], capture_output=True, text=True, timeout=300)
@@ -44,9 +50,7 @@ def test_manifests_pass_strict_kubernetes_schema_validation():
     result = _kubernetes_validate(*manifests)
     assert result.returncode == 0, result.stdout + result.stderr
     validated = result.stdout.count(" passed for resource ")
-    # Prometheus Operator objects (PrometheusRule, ServiceMonitor) are CRDs kubernetes-validate has no schema
-    # for: it warns and skips them; test_prometheus_rules.py checks their structure.
-    crds = [o for o in pods.k8s_objects() if o["apiVersion"].startswith("monitoring.coreos.com/")]
+    crds = _operator_objects()
     assert validated == len(pods.k8s_objects()) - len(crds), result.stdout
     assert result.stdout.count("Couldn't find schema for kind") + result.stderr.count(
         "Couldn't find schema for kind") == len(crds), result.stdout + result.stderr
