@@ -281,6 +281,18 @@ def cmd_ui(args: argparse.Namespace, config: PlatformConfig) -> int:
     return run_ui(config, args.host, args.port, args.mlflow_port)
 
 
+def cmd_explain(args: argparse.Namespace, config: PlatformConfig) -> int:
+    from mlplatform_assets.commands.explain import run_explain
+    from mlplatform_assets.lib.model.explain import ExplainError
+
+    _prepare(config)
+    try:
+        return run_explain(args, _registry(config), config)
+    except ExplainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_config(args: argparse.Namespace, config: PlatformConfig) -> int:
     data = config.as_dict()
     if args.json:
@@ -409,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mlflow-port", type=int, default=5000,
                    help="MLflow UI port (default: 5000; metadata links follow it unless MLPLATFORM_MLFLOW_UI_URL is set)")
     s.set_defaults(fn=cmd_ui)
+
+    s = sub.add_parser("explain", help="per-feature contributions (Shapley values) to one prediction: a --row "
+                                       "or a logged --request-id")
+    from mlplatform_assets.commands.explain import add_explain_arguments
+
+    add_explain_arguments(s)
+    s.set_defaults(fn=cmd_explain)
 
     s = sub.add_parser("config", help="print the effective configuration")
     s.add_argument("--json", action="store_true")

@@ -562,6 +562,21 @@ class ColumnRuleSpec(_Strict):
                 if getattr(self, r) is not None and getattr(self, r) is not False}
 
 
+class ImportanceSpec(_Strict):
+    """Permutation importance of each input feature on the holdout, challenger and champion (lib/model/importance.py)."""
+
+    enabled: bool = True
+    # Defaults keep it cheap (measured at 100k rows: see docs/evaluation.md): ~ 2 * features * repeats * max_rows
+    # predictions, for challenger and champion.
+    max_rows: int = Field(default=1000, ge=100, le=1_000_000, description="Holdout rows sampled (seeded)")
+    repeats: int = Field(default=2, ge=1, le=50, description="Shuffles per feature")
+    top_k: int = Field(default=10, ge=1, le=1000, description="Features logged as MLflow metrics")
+
+
+class EvaluationSpec(_Strict):
+    importance: ImportanceSpec = Field(default_factory=ImportanceSpec)
+
+
 class ValidationSpec(_Strict):
     max_null_share: float = Field(default=0.3, ge=0.0, le=1.0)
     max_duplicate_share: float = Field(default=0.01, ge=0.0, le=1.0)
@@ -684,6 +699,7 @@ class ModelSpec(_Strict):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     metrics: MetricsSpec
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)

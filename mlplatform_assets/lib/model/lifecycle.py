@@ -232,8 +232,15 @@ def evaluate_challenger(spec: ModelSpec, registry: Registry, challenger_version:
     """Score challenger and current champion on the same holdout and apply the promotion gate."""
     from threadpoolctl import threadpool_limits
 
+    from mlplatform_assets.lib.model import importance
+
     with threadpool_limits(1):
-        return _evaluate(spec, registry, challenger_version, dataset)
+        ev = _evaluate(spec, registry, challenger_version, dataset)
+        # Which features each model relies on, challenger vs a comparable champion (lib/model/importance.py).
+        ev.extra["importance"] = importance.measure_and_log(
+            spec, registry, challenger_version, dataset.X("holdout"), dataset.y("holdout"),
+            ev.decision.champion_version if ev.champion_metrics else None)
+    return ev
 
 
 def _evaluate(spec: ModelSpec, registry: Registry, challenger_version: str, dataset: TrainingDataset) -> Evaluation:

@@ -129,8 +129,22 @@ def residual_section(r: ReportInput) -> str | None:
             + _table(["row", "actual", "predicted", "residual"], worst_rows))
 
 
+def importance_section(r: ReportInput) -> str | None:
+    """Permutation importance (lib/model/importance.py): the challenger's top features next to the champion's."""
+    imp = r.evaluation.extra.get("importance")
+    if not imp:
+        return None
+    vs = imp.get("champion_version")
+    header = ["feature", "importance", "± std"] + (["champion", "change", "champion rank"] if vs else [])
+    rows = [[f["feature"], f["importance"], f["std"]]
+            + ([f.get("champion_importance"), f.get("change"), f.get("champion_rank")] if vs else [])
+            for f in imp["features"][:imp["top_k"]]]
+    return (f"#### Feature importance (drop in {imp['metric']} when the feature is shuffled; {imp['rows']} holdout "
+            f"rows, {imp['repeats']} shuffles{f', vs champion v{vs}' if vs else ''})\n\n" + _table(header, rows))
+
+
 Section = Callable[[ReportInput], "str | None"]
-SECTIONS: list[Section] = [decision_section, metrics_section, per_class_section, residual_section]
+SECTIONS: list[Section] = [decision_section, metrics_section, per_class_section, residual_section, importance_section]
 
 
 def evaluation_markdown(spec: ModelSpec, evaluation: Any, y_true: pd.Series, report_url: str | None = None) -> str:

@@ -1,0 +1,99 @@
+"""Permutation importance: the features a model relies on rank first, the champion is compared on the same
+rows and shuffles, and the cost is bounded by the sampled rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LinearRegression
+
+from mlplatform_assets.lib.model.importance import importance_report, permutation_importance, sample_rows
+from mlplatform_assets.lib.spec import parse_spec
+
+
+def regression_spec(importance: str = "{}", metric: str = "rmse"):
+    return parse_spec(f"""
+name: lin
+task: regression
+source: {{uri: /nonexistent/lin.parquet}}
+timestamp_column: ts
+partition_start: 2026-01-01
+target: {{column: y}}
+features: {{numeric: [a, b, noise]}}
+estimator: {{class_path: sklearn.linear_model.LinearRegression}}
+training: {{seed: 5}}
+metrics: {{primary: {metric}}}
+evaluation: {{importance: {importance}}}
+""", "lin.yaml", {})
+
+
+def data(n: int = 3000, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "noise": rng.normal(size=n)})
+    return X, 3 * X["a"] + 1 * X["b"] + rng.normal(scale=0.1, size=n)
+
+
+@pytest.mark.parametrize("metric", ["rmse", "r2"])
+def test_the_features_the_model_uses_rank_first_whatever_the_metric_direction(metric):
+    spec = regression_spec(metric=metric)
+    X, y = data()
+    model = LinearRegression().fit(X, y)
+    table = permutation_importance(spec, model, X, y, repeats=3, seed=1)
+    assert table["a"]["importance"] > table["b"]["importance"] > 0.1
+    assert abs(table["noise"]["importance"]) < 0.01
+    if metric == "rmse":  # shuffling a (weight 3, unit variance) raises rmse from ~0.1 to ~sqrt(2*9+1)
+        assert table["a"]["importance"] == pytest.approx(np.sqrt(19), rel=0.1)
+    assert permutation_importance(spec, model, X, y, repeats=3, seed=1) == table  # seeded
+
+
+def test_challenger_vs_champion_on_the_same_rows_shows_what_changed():
+    spec = regression_spec("{max_rows: 500, repeats: 2, top_k: 2}")
+    X, y = data()
+    challenger = LinearRegression().fit(X, y)
+    champion = LinearRegression().fit(X[["a", "b", "noise"]], X["b"] * 3)  # an old model that leaned on b
+    report = importance_report(spec, X, y, challenger, champion, "4")
+
+    assert report["rows"] == 500 and report["holdout_rows"] == 3000 and report["repeats"] == 2
+    assert report["champion_version"] == "4"
+    rows = {r["feature"]: r for r in report["features"]}
+    assert [r["feature"] for r in report["features"]][0] == "a" and rows["a"]["rank"] == 1
+    assert rows["b"]["champion_rank"] == 1 and rows["a"]["champion_rank"] in (2, 3)
+    assert rows["a"]["change"] > 2 and abs(rows["noise"]["change"]) < 0.05
+    assert rows["a"]["change"] == pytest.approx(rows["a"]["importance"] - rows["a"]["champion_importance"])
+
+    alone = importance_report(spec, X, y, challenger, None)
+    assert "change" not in alone["features"][0] and alone["champion_version"] is None
+    # The same rows and shuffles with or without a champion: the challenger's numbers do not move.
+    assert [r["importance"] for r in alone["features"]] == [r["importance"] for r in report["features"]]
+
+
+def test_rows_are_a_seeded_sample_in_order():
+    assert list(sample_rows(5, 10, 0)) == [0, 1, 2, 3, 4]
+    picked = sample_rows(10_000, 100, 3)
+    assert len(picked) == 100 == len(set(picked)) and list(picked) == sorted(picked)
+    assert list(sample_rows(10_000, 100, 3)) == list(picked) and list(sample_rows(10_000, 100, 4)) != list(picked)
+
+
+def test_importance_switch_is_validated():
+    assert regression_spec().evaluation.importance.enabled
+    with pytest.raises(Exception, match="evaluation.importance.repeats: Input should be greater than or equal to 1"):
+        regression_spec("{repeats: 0}")
+
+
+def test_report_section_shows_the_top_features_against_the_champion():
+    from types import SimpleNamespace
+
+    from mlplatform_assets.lib.model.report import ReportInput, importance_section
+
+    spec = regression_spec("{max_rows: 500, repeats: 2, top_k: 2}")
+    X, y = data()
+    model = LinearRegression().fit(X, y)
+    with_champion = SimpleNamespace(extra={"importance": importance_report(spec, X, y, model, model, "4")})
+    text = importance_section(ReportInput(spec, with_champion, y))
+    lines = text.splitlines()
+    assert "vs champion v4" in lines[0] and "500 holdout rows, 2 shuffles" in lines[0]
+    assert lines[2].startswith("| feature | importance | ± std | champion | change | champion rank |")
+    assert lines[4].startswith("| a |") and lines[5].startswith("| b |") and len(lines) == 6  # top_k rows
+    assert "| 0.0000 | 1 |" in lines[4]  # the same model: no change, same rank
+    assert importance_section(ReportInput(spec, SimpleNamespace(extra={}), y)) is None
