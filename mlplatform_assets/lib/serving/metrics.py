@@ -42,7 +42,9 @@ REJECTION_REASONS = ("header_too_large", "header_timeout", "idle_timeout", "body
 
 
 def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    from mlplatform_assets.lib import config
+
+    return config.read(config.ENV_PROMETHEUS_MULTIPROC_DIR)
 
 
 # Files prometheus_client writes per process for "live" gauges; mark_process_dead removes them, so the pids
