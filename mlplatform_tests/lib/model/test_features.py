@@ -22,8 +22,8 @@ START = dt.date(2026, 6, 1)
 NUMERIC, CATEGORICAL = ["x"], ["c"]
 
 
-def spec(window: int = 10, holdout: int = 2, extra: str = "", estimator: str = "sklearn.linear_model.LogisticRegression",
-         params: str = "{max_iter: 300}"):
+def spec(window: int = 10, holdout: int = 2, extra: str = "",
+         estimator: str = "sklearn.linear_model.LogisticRegression", params: str = "{max_iter: 300}"):
     text = small_spec_yaml("/tmp/source", window_days=window, holdout_days=holdout, estimator=estimator, params=params)
     return parse_spec(text.replace("  seed: 3\n", f"  seed: 3\n{extra}"), "m.yaml", variables={})
 
