@@ -4,7 +4,7 @@ platform's state, until Ctrl-C.
 Both read the same configuration as every other command (``DAGSTER_HOME``, ``MLFLOW_TRACKING_URI``, ...), so
 they show what ``mlplatform lifecycle`` and the sensors wrote. Links in asset metadata point at the MLflow UI
 started here: runs launched from this Dagster UI are given its URL (``MLPLATFORM_MLFLOW_UI_URL``) unless
-that variable is already set. Against an MLflow tracking server no MLflow UI is started: the server is one.
+that variable names another URL. Against an MLflow tracking server no MLflow UI is started: the server is one.
 """
 
 from __future__ import annotations
@@ -52,8 +52,13 @@ class PlatformUI:
         self.log_dir = Path(self.config.state_dir) / "logs" / "ui"
 
     @property
+    def _link_host(self) -> str:
+        """The host in printed URLs and links: a wildcard listen address is no address to open."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
     def dagster_url(self) -> str:
-        return f"http://{self.host}:{self.dagster_port}"
+        return f"http://{self._link_host}:{self.dagster_port}"
 
     @property
     def starts_mlflow(self) -> bool:
@@ -61,11 +66,11 @@ class PlatformUI:
 
     @property
     def mlflow_url(self) -> str:
-        """Where people open MLflow: MLPLATFORM_MLFLOW_UI_URL when set, else the UI started here (or the
-        tracking server)."""
-        if os.environ.get(ENV_MLFLOW_UI_URL) or not self.starts_mlflow:
+        """Where people open MLflow: the tracking server, or MLPLATFORM_MLFLOW_UI_URL when it names another
+        URL than the default, else the UI started here (on whichever port it was given)."""
+        if not self.starts_mlflow or self.config.mlflow_ui_url != f"http://127.0.0.1:{DEFAULT_MLFLOW_UI_PORT}":
             return self.config.mlflow_ui_url
-        return f"http://{self.host}:{self.mlflow_port}"
+        return f"http://{self._link_host}:{self.mlflow_port}"
 
     def _mlflow_service(self) -> Service:
         config = self.config
@@ -80,7 +85,7 @@ class PlatformUI:
         # The server's job runner (server-side GenAI jobs, unused here) is several more processes.
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         return Service("mlflow-ui", argv, env, self.log_dir / "mlflow-ui.log", cwd=config.state_dir,
-                       ready_url=f"http://{self.host}:{self.mlflow_port}/health", start_timeout=180)
+                       ready_url=f"http://{self._link_host}:{self.mlflow_port}/health", start_timeout=180)
 
     def _dagster_service(self) -> Service:
         workspace = Path(self.config.dagster_home) / "workspace.yaml"

@@ -71,6 +71,35 @@ def no_drift_check_result(result: drift.DriftResult, prediction: drift.ColumnDri
                   "drifted_columns": dg.MetadataValue.json(drifted)})
 
 
+def _agreement_and_staleness(context: dg.AssetExecutionContext, spec: ModelSpec, registry, platform: PlatformResource,
+                             day: dt.date, quality: dict) -> dict[str, dg.MetadataValue]:
+    """Offline (holdout) vs online (realized) metric per served version, the champion's age against its
+    backtest's cadence, and their alerts (offline_online_divergence, champion_stale)."""
+    from mlplatform_assets.lib.monitoring.alerts import send_alert
+
+    metric = spec.metrics.primary
+    holdout = {v: monitoring.holdout_metric(registry, spec.name, v, metric) for v in quality.get("metrics_by_version", {})}
+    agreement = monitoring.offline_online(spec, quality, holdout)
+    staleness = monitoring.champion_staleness(registry, spec.name, day)
+    metadata: dict[str, dg.MetadataValue] = {}
+    served = agreement.get(quality.get("served_version", ""))
+    if served is not None:
+        metadata.update({f"holdout_{metric}": dg.MetadataValue.float(served["holdout"]),
+                         "offline_online_gap": dg.MetadataValue.float(served["gap"]),
+                         "offline_online_diverged": dg.MetadataValue.bool(served["diverged"]),
+                         "offline_online_by_version": dg.MetadataValue.json(agreement)})
+    if staleness is not None:
+        metadata["champion_stale"] = dg.MetadataValue.bool(staleness["stale"])
+        if staleness["age_days"] is not None:
+            metadata["champion_age_days"] = dg.MetadataValue.int(staleness["age_days"])
+        if staleness["cadence_days"] is not None:
+            metadata["staleness_cadence_days"] = dg.MetadataValue.int(staleness["cadence_days"])
+    for alert in monitoring.agreement_alerts(spec, day, agreement, staleness):
+        context.log.warning(alert.message)
+        send_alert(alert, platform.alerts_log_path)
+    return metadata
+
+
 def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     name = spec.name
     partitions = daily_partitions(spec)
@@ -139,7 +168,8 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         key=drift_key, group_name=name, partitions_def=partitions,
         deps=[validated, dg.AssetKey([name, "batch_predictions"])], kinds={"evidently"}, tags=tags,
         # WARN, not blocking: a drifted day is a signal for people (and the drift sensor), not a broken asset.
-        check_specs=[dg.AssetCheckSpec(NO_DRIFT_CHECK, asset=drift_key, blocking=False,
+        # Partitioned like the asset: each day has its own check status.
+        check_specs=[dg.AssetCheckSpec(NO_DRIFT_CHECK, asset=drift_key, blocking=False, partitions_def=partitions,
                                        description="The day's features did not drift from the champion's training "
                                                    "reference (dataset drift: drifted share of columns at or above "
                                                    "the spec's drift_share).")],
@@ -204,7 +234,8 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         description="Realized quality once a day's labels arrive: the served version's predictions joined to the "
                     "late labels; flags days below the spec's quality floor.",
     )
-    def model_performance(context: dg.AssetExecutionContext, data_store: DataStore) -> dg.MaterializeResult:
+    def model_performance(context: dg.AssetExecutionContext, data_store: DataStore, mlflow: MlflowRegistryResource,
+                          platform: PlatformResource) -> dg.MaterializeResult:
         day = dt.date.fromisoformat(context.partition_key)
         store = data_store.store()
         if (skipped := skip_if_quarantined(store, day)) is not None:
@@ -226,6 +257,7 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             })
             if q["quality_floor"] is not None:
                 metadata["quality_floor"] = dg.MetadataValue.float(float(q["quality_floor"]))
+        metadata.update(_agreement_and_staleness(context, spec, mlflow.registry(), platform, day, q))
         return dg.MaterializeResult(metadata=metadata)
 
     return [batch_predictions, drift_report, model_performance]
