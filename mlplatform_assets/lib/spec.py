@@ -685,6 +685,31 @@ class ServingSpec(_Strict):
     poll_interval_s: float = Field(default=10.0, gt=0.0)
 
 
+# --- monitoring: staleness backtest and offline-vs-online agreement (lib/model/staleness.py, batch.py) ---
+class StalenessSpec(_Strict):
+    """The backtest run at training: how fast quality decays with the model's age (lib/model/staleness.py)."""
+
+    enabled: bool = Field(default=True, description="Run the backtest at training (cheap: refits are subsampled)")
+    # Defaults measured to stay cheap at 100k rows (benchmarks/lifecycle.py --rigor, docs/performance.md): one refit.
+    cuts: int = Field(default=2, ge=1, le=10, description="Training cuts, the real one included (it costs no refit)")
+    horizon_days: int = Field(default=14, ge=2, le=365, description="Ages (days after a refit cut) scored per cut")
+    max_train_rows: int = Field(default=2000, ge=100, description="Rows each refit trains on (sampled)")
+    max_rows_per_day: int = Field(default=500, ge=50, description="Rows scored per refit and day (sampled)")
+    tolerance: float | None = Field(
+        default=None, gt=0.0, description="Allowed drop of the primary metric (its units) before retraining; "
+                                          "default: 1% of the fresh model's value, at least promotion.min_improvement")
+
+
+class MonitoringSpec(_Strict):
+    staleness: StalenessSpec = Field(default_factory=StalenessSpec)
+    max_offline_online_gap: float | None = Field(
+        default=None, gt=0.0, description="Alert when |realized - holdout| of the primary metric exceeds this "
+                                          "(metric units); unset: the gap is recorded, never alerted")
+    offline_online_min_rows: int = Field(
+        default=200, ge=1, description="Labeled rows a version needs on a day before its gap can alert")
+# --- end of staleness and offline-vs-online ---------------------------------------------------------------
+
+
 class ModelSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -702,6 +727,7 @@ class ModelSpec(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     # field path -> the string as the spec wrote it, for values that held ${VAR} references (see parse_spec)

@@ -232,7 +232,7 @@ def evaluate_challenger(spec: ModelSpec, registry: Registry, challenger_version:
     """Score challenger and current champion on the same holdout and apply the promotion gate."""
     from threadpoolctl import threadpool_limits
 
-    from mlplatform_assets.lib.model import importance
+    from mlplatform_assets.lib.model import importance, staleness
 
     with threadpool_limits(1):
         ev = _evaluate(spec, registry, challenger_version, dataset)
@@ -240,6 +240,9 @@ def evaluate_challenger(spec: ModelSpec, registry: Registry, challenger_version:
         ev.extra["importance"] = importance.measure_and_log(
             spec, registry, challenger_version, dataset.X("holdout"), dataset.y("holdout"),
             ev.decision.champion_version if ev.champion_metrics else None)
+    # How fast this pipeline goes stale (backtest; logged on the challenger's run, read by the staleness alert).
+    ev.extra["staleness"] = staleness.measure_and_log(spec, registry, challenger_version, dataset,
+                                                      ev.challenger_predictions)
     return ev
 
 

@@ -197,12 +197,78 @@ def realized_quality(spec: ModelSpec, labeled: pd.DataFrame, predictions: pd.Dat
         preds = part[["prediction", *(["probability"] if "probability" in part else [])]].reset_index(drop=True)
         per_version[str(version)] = compute_metrics(spec.task, names, part["label"].reset_index(drop=True), preds,
                                                     spec.target.positive_class)
-    served = max(per_version, key=lambda v: (joined["model_version"] == v).sum())
+    rows_by_version = {str(v): int(n) for v, n in joined["model_version"].value_counts().items()}
+    served = max(per_version, key=lambda v: rows_by_version[v])
     value = per_version[served][spec.metrics.primary]
     floor = spec.drift.quality_floor
     below = False
     if floor is not None and value == value:
         below = value < floor if spec.higher_is_better else value > floor
     return {"labels_available": True, "labeled_rows": len(labeled), "matched_rows": len(joined),
-            "served_version": served, "metrics_by_version": per_version, "realized": value,
+            "served_version": served, "metrics_by_version": per_version, "rows_by_version": rows_by_version,
+            "realized": value,
             "quality_floor": floor, "below_floor": below}
+
+
+# --- offline vs online agreement and champion staleness (read by the model_performance asset) ---
+def holdout_metric(registry: Registry, model: str, version: str, metric: str) -> float | None:
+    """The version's holdout ``metric`` as recorded at training (its ``mlplatform.holdout_metrics`` tag)."""
+    import json
+
+    tags = registry.get_version(model, str(version)).tags or {}
+    value = json.loads(tags.get("mlplatform.holdout_metrics") or "{}").get(metric)
+    return float(value) if isinstance(value, (int, float)) and value == value else None
+
+
+def offline_online(spec: ModelSpec, quality: dict[str, Any], holdout: dict[str, float | None]) -> dict[str, dict]:
+    """Per served version: its holdout (offline) and realized (online) primary metric and the gap, realized -
+    holdout. ``diverged`` when ``monitoring.max_offline_online_gap`` is set, the version has at least
+    ``offline_online_min_rows`` labeled rows that day and |gap| exceeds the maximum."""
+    metric, cfg = spec.metrics.primary, spec.monitoring
+    out = {}
+    for version, metrics in quality.get("metrics_by_version", {}).items():
+        realized, offline = metrics.get(metric), holdout.get(version)
+        if offline is None or realized is None or realized != realized:
+            continue
+        gap, rows = realized - offline, quality["rows_by_version"][version]
+        out[version] = {"holdout": offline, "realized": realized, "gap": gap, "rows": rows,
+                        "diverged": bool(cfg.max_offline_online_gap is not None and rows >= cfg.offline_online_min_rows
+                                         and abs(gap) > cfg.max_offline_online_gap)}
+    return out
+
+
+def champion_staleness(registry: Registry, model: str, day: dt.date) -> dict[str, Any] | None:
+    """The champion's age on ``day`` (days since its training data ended) against the retraining cadence its
+    backtest measured; ``stale`` when older. None without a champion."""
+    from mlplatform_assets.lib.model.registry import TAG_PARTITIONS
+    from mlplatform_assets.lib.model.staleness import CADENCE_METRIC, champion_age_days
+
+    champ = registry.champion(model)
+    if champ is None:
+        return None
+    run = registry.client.get_run(champ.run_id)
+    age = champion_age_days(run.data.tags.get(TAG_PARTITIONS, ""), day)
+    cadence = run.data.metrics.get(CADENCE_METRIC)
+    return {"version": str(champ.version), "age_days": age, "cadence_days": None if cadence is None else int(cadence),
+            "stale": age is not None and cadence is not None and age > cadence}
+
+
+def agreement_alerts(spec: ModelSpec, day: dt.date, agreement: dict[str, dict],
+                     staleness: dict[str, Any] | None) -> list[Any]:
+    """The ``offline_online_divergence`` and ``champion_stale`` alerts of one monitored day."""
+    from mlplatform_assets.lib.monitoring.alerts import Alert
+
+    name, metric, asset = spec.name, spec.metrics.primary, f"{spec.name}/model_performance"
+    alerts = [Alert(kind="offline_online_divergence", model=name, asset=asset, partition=str(day),
+                    message=f"{name}: v{v} realized {metric} {a['realized']:.4g} on {day} is {a['gap']:+.4g} from its "
+                            f"holdout {a['holdout']:.4g} (max gap {spec.monitoring.max_offline_online_gap:g}): "
+                            "training-serving skew, leakage or a changed population",
+                    details={"version": v, **a, "max_gap": spec.monitoring.max_offline_online_gap})
+              for v, a in agreement.items() if a["diverged"]]
+    if staleness and staleness["stale"]:
+        alerts.append(Alert(kind="champion_stale", model=name, asset=asset, partition=str(day),
+                            message=f"{name}: champion v{staleness['version']} is {staleness['age_days']} days past "
+                                    f"its training data on {day}; its backtest expects {metric} to hold for "
+                                    f"{staleness['cadence_days']} day(s): retrain",
+                            details=staleness))
+    return alerts

@@ -14,6 +14,8 @@ ALERT_SEVERITY: dict[str, str] = {
     "retrain_storm_blocked": "warning",
     "run_failure": "warning",
     "partition_quarantined": "warning",  # a day left out of training and monitoring (validation.on_failure)
+    "champion_stale": "warning",  # the champion is older than its backtest's retraining cadence
+    "offline_online_divergence": "warning",  # realized quality far from the holdout's: skew or leakage
     "quality_floor": "critical",
     "rollback": "critical",
 }
