@@ -37,6 +37,17 @@ def predict_frame(pipeline: Pipeline, X: pd.DataFrame, task: str) -> pd.DataFram
     return out
 
 
+def positive_class_probability(y_true: Any, predictions: pd.DataFrame, positive_class: Any) -> np.ndarray | None:
+    """P(``positive_class``) per row, from a frame of :func:`predict_frame`: its ``probability`` column is
+    P(the larger of the two labels) (scikit-learn orders ``classes_``), so when the positive class is the
+    smaller label ("churned" vs "stayed") the ranking flips. None without probabilities."""
+    if "probability" not in predictions:
+        return None
+    proba = predictions["probability"].to_numpy(dtype=float)
+    labels = set(np.unique(np.asarray(y_true)).tolist()) | {positive_class}
+    return proba if positive_class == max(labels) else 1.0 - proba
+
+
 def compute_metrics(task: str, names: list[str], y_true: pd.Series, predictions: pd.DataFrame,
                     positive_class: Any | None = None) -> dict[str, float]:
     y_pred = predictions["prediction"].to_numpy()
@@ -53,7 +64,7 @@ def compute_metrics(task: str, names: list[str], y_true: pd.Series, predictions:
         else:
             binary = len(np.unique(y)) <= 2 and "probability" in predictions
             pos = positive_class if positive_class is not None else (np.unique(y).max() if len(y) else 1)
-            proba = predictions["probability"].to_numpy() if "probability" in predictions else None
+            proba = positive_class_probability(y, predictions, pos)
             if name == "accuracy":
                 value = float(skm.accuracy_score(y, y_pred))
             elif name in ("f1", "precision", "recall"):

@@ -92,10 +92,16 @@ def test_predict_frame_has_the_positive_probability_for_binary_classifiers_only(
     np.testing.assert_allclose(regression["prediction"], [1.0, 3.0, 5.0, 7.0])
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, reported: 'probability' is P(larger label), so ranking metrics "
-                                       "are inverted when positive_class is the smaller label (e.g. 'churned' "
-                                       "vs 'stayed'); remove this mark with the fix")
 def test_ranking_metrics_with_the_smaller_label_as_positive_class():
     # P(y=0) = 1 - P(y=1) ranks the same pairs, with the labels swapped: AUC stays 5/6.
-    got = compute_metrics("classification", ["roc_auc"], pd.Series(BINARY_Y), BINARY, 0)
+    got = compute_metrics("classification", ["roc_auc", "log_loss"], pd.Series(BINARY_Y), BINARY, 0)
     assert got["roc_auc"] == pytest.approx(5 / 6)
+    # Same probabilities, same labels: the log loss does not depend on which label is called positive.
+    assert got["log_loss"] == pytest.approx(BINARY_LOG_LOSS)
+    # String labels: "probability" is P("stayed") (the larger label); the positive class is "churned".
+    words = pd.Series(["stayed" if v else "churned" for v in BINARY_Y])
+    named = compute_metrics("classification", ["roc_auc", "average_precision"], words, BINARY, "churned")
+    flipped = compute_metrics("classification", ["average_precision"], pd.Series([1 - v for v in BINARY_Y]),
+                              BINARY.assign(probability=1 - BINARY["probability"]), 1)
+    assert named["roc_auc"] == pytest.approx(5 / 6)
+    assert named["average_precision"] == pytest.approx(flipped["average_precision"])
