@@ -1,17 +1,21 @@
 """``mlplatform exporter``: serve model health (:mod:`mlplatform_assets.lib.monitoring.exporter`) to Prometheus.
 
 This module holds the one part that reads the Dagster instance (``lib`` never imports Dagster) and the HTTP
-server: prometheus_client's threaded WSGI server, ``GET /metrics`` (any path answers with the metrics).
+server: prometheus_client's threaded WSGI server and metrics app, ``GET /metrics`` (any path answers with the
+metrics) and ``GET /healthz``, which answers at once without reading any store (the Kubernetes probes).
 """
 
 from __future__ import annotations
 
 import signal
+import socket
 import threading
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import dagster as dg
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from mlplatform_assets.defs import names
 from mlplatform_assets.lib.config import PlatformConfig
@@ -26,6 +30,7 @@ from mlplatform_assets.lib.monitoring.exporter import (
 )
 
 DEFAULT_CACHE_SECONDS = 15.0
+HEALTH_PATH = "/healthz"
 # role -> (asset, read its newest daily partition rather than its newest run)
 HEALTH_ASSETS = {health.INGEST: (names.VALIDATED_DATA, False), health.TRAINING: (names.TRAINED_MODEL, False),
                  health.DRIFT: (names.DRIFT_REPORT, True), health.PERFORMANCE: (names.MODEL_PERFORMANCE, True)}
@@ -76,11 +81,38 @@ def build_collector(config: PlatformConfig, instance: dg.DagsterInstance, regist
                                 alerts=alerts_reader(config.alerts_log_path), cache_seconds=cache_seconds)
 
 
+def exporter_app(registry: CollectorRegistry) -> Callable:
+    """WSGI app: ``GET /healthz`` answers 200 at once, every other request goes to prometheus_client's metrics
+    app. Probes use /healthz, never /metrics: a scrape reads the stores, and a slow or unreachable store must
+    show as ``mlplatform_exporter_source_up=0``, not as a restarted or unready pod (which would hide the
+    cause behind "exporter down")."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict, start_response: Callable) -> list[bytes]:
+        if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n"]
+        return metrics_app(environ, start_response)
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, fmt: str, *args: Any) -> None:
+        """Nothing: scrapes and probes every few seconds would drown the log."""
+
+
 def start_exporter(collector: ModelHealthCollector, host: str, port: int):  # noqa: ANN201 - (server, thread)
     """Serve ``collector`` on ``host:port`` in a background thread; ``server.shutdown()`` stops it."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    return start_http_server(port, addr=host, registry=registry)
+    # IPv4 or IPv6, whichever ``host`` names (prometheus_client's start_http_server does the same).
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    server_class = type("ExporterServer", (ThreadingWSGIServer,), {"address_family": family})
+    server = make_server(host, port, exporter_app(registry), server_class, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="mlplatform-exporter", daemon=True)
+    thread.start()
+    return server, thread
 
 
 def run_exporter(collector: ModelHealthCollector, host: str, port: int, out: Any) -> None:

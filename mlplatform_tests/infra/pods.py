@@ -105,10 +105,28 @@ def _selects(selector: dict, labels: dict) -> bool:
     return True
 
 
-def ingress_allowed(policies: list[dict], source_labels: dict | None, target: dict, port: int | str) -> bool:
-    """Whether a TCP connection from a pod with ``source_labels`` in the namespace (None: from outside it) to
-    ``target`` (a pod) on ``port`` passes the namespace's NetworkPolicies. Named ports resolve through the
-    target's container ports, as Kubernetes does."""
+# Kubernetes labels every namespace with its name: what a namespaceSelector sees of the platform's own.
+NAMESPACE_LABELS = {"kubernetes.io/metadata.name": chart.NAMESPACE}
+
+
+def _peer_admits(peer: dict, pod_labels: dict, namespace_labels: dict | None) -> bool:
+    """NetworkPolicy ``from`` peer semantics: a podSelector alone selects pods of the policy's own namespace; a
+    namespaceSelector selects pods of the namespaces it matches (and, with a podSelector in the same peer, only
+    the pods that match that too). ipBlock peers are never matched here (the policies use none)."""
+    if "namespaceSelector" in peer:
+        if not _selects(peer["namespaceSelector"], namespace_labels or NAMESPACE_LABELS):
+            return False
+    elif "podSelector" not in peer or namespace_labels is not None:
+        return False
+    return _selects(peer.get("podSelector") or {}, pod_labels)
+
+
+def ingress_allowed(policies: list[dict], source_labels: dict | None, target: dict, port: int | str,
+                    source_namespace: dict | None = None) -> bool:
+    """Whether a TCP connection from a pod with ``source_labels`` (None: not a pod, e.g. from outside the
+    cluster) to ``target`` (a pod) on ``port`` passes the namespace's NetworkPolicies. The source pod is in the
+    platform's namespace unless ``source_namespace`` gives the labels of another one. Named ports resolve
+    through the target's container ports, as Kubernetes does."""
     labels = target["metadata"].get("labels") or {}
     named = {p["name"]: p["containerPort"] for c in target["spec"]["containers"] for p in c.get("ports") or []
              if "name" in p}
@@ -124,8 +142,7 @@ def ingress_allowed(policies: list[dict], source_labels: dict | None, target: di
             peers = rule.get("from")
             if not peers:
                 return True
-            for peer in peers:
-                if "podSelector" in peer and "namespaceSelector" not in peer and source_labels is not None \
-                        and _selects(peer["podSelector"], source_labels):
-                    return True
+            if source_labels is not None and any(_peer_admits(peer, source_labels, source_namespace)
+                                                 for peer in peers):
+                return True
     return False

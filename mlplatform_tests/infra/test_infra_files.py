@@ -48,7 +48,7 @@ def _platform_env() -> dict[str, str]:
 
 def test_infra_files_exist():
     for rel in ("dagster.yaml", "helm/values.yaml", "k8s/namespace.yaml", "k8s/platform-env.yaml", "k8s/mlflow.yaml",
-                "k8s/serving.yaml", "k8s/networkpolicies.yaml", "Dockerfile", "healthcheck.py", "README.md"):
+                "k8s/serving.yaml", "k8s/exporter.yaml", "k8s/networkpolicies.yaml", "Dockerfile", "healthcheck.py", "README.md"):
         assert (INFRA / rel).is_file(), rel
     assert (REPO / ".dockerignore").is_file()
     assert len(YAML_FILES) >= 6
@@ -142,7 +142,7 @@ def test_no_shared_filesystem_anywhere(tmp_path):
             mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts") or []}
             assert "emptyDir" in volumes[mounts[home]], name
             checked.append(name)
-    assert set(checked) == {"serving-customer-churn", "code-server", "run-worker"}
+    assert set(checked) == {"serving-customer-churn", "mlplatform-exporter", "code-server", "run-worker"}
 
 
 def test_k8s_objects_are_consistent():
@@ -227,6 +227,48 @@ def test_serving_spreads_over_nodes_hard_and_zones_soft():
     assert constraints["topology.kubernetes.io/zone"]["whenUnsatisfiable"] == "ScheduleAnyway"
     for c in constraints.values():
         assert c["labelSelector"]["matchLabels"].items() <= labels.items()
+
+
+def test_exporter_deployment_runs_the_cli_on_the_charts_dagster_instance():
+    """The exporter's command is one the CLI accepts, its probes use the path that reads no store, and it opens
+    the Dagster instance the chart renders: that ConfigMap at $DAGSTER_HOME/dagster.yaml (a writable emptyDir
+    around it) and the password from the Secret and variable that dagster.yaml names."""
+    from mlplatform_assets.cli import build_parser
+    from mlplatform_assets.commands.exporter import HEALTH_PATH
+
+    dep = _deployment("mlplatform-exporter")
+    assert dep["spec"]["replicas"] == 1
+    spec = dep["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    [container] = spec["containers"]
+    command = container["command"]
+    assert command[:2] == ["mlplatform", "exporter"]
+    args = build_parser().parse_args(command[1:])
+    assert (args.host, args.port) == ("0.0.0.0", 9108)
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": args.port}
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["httpGet"] == {"path": HEALTH_PATH, "port": "metrics"}, probe
+
+    values = chart.load_values()
+    env = {e["name"]: e for e in container["env"]}
+    [password] = {v["config"]["postgres_db"]["password"]["env"] for k, v in chart.instance_config(values).items()
+                  if k.endswith("_storage")}
+    assert env[password]["valueFrom"]["secretKeyRef"] == {"name": values["global"]["postgresqlSecretName"],
+                                                          "key": "postgresql-password"}
+    assert set(env) - {password} <= _config_env_names(), set(env) - _config_env_names()
+    home = env["DAGSTER_HOME"]["value"]
+    assert home == values["global"].get("dagsterHome", chart.CHART_DAGSTER_HOME)
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    instance_mount = mounts[f"{home}/dagster.yaml"]
+    assert instance_mount["subPath"] == "dagster.yaml"
+    assert volumes[instance_mount["name"]]["configMap"]["name"] == f"{chart.FULLNAME}-instance"
+    assert "emptyDir" in volumes[mounts[home]["name"]]
+    platform_env = _platform_env()
+    assert volumes[mounts[platform_env["MLPLATFORM_MODELS_DIR"]]["name"]]["configMap"]["name"] == "mlplatform-model-specs"
+    assert [ref["configMapRef"]["name"] for ref in container["envFrom"] if "configMapRef" in ref] == ["mlplatform-env"]
+    assert {ref["secretRef"]["name"] for ref in container["envFrom"] if "secretRef" in ref} == {
+        s["name"] for s in values["dagster-user-deployments"]["deployments"][0]["envSecrets"]}
 
 
 def test_mlflow_deployment_args_are_accepted_by_mlflow_server():

@@ -10,7 +10,12 @@ import pytest
 
 from mlplatform_tests.infra import pods
 
-EXPECTED_PODS = {"mlflow", "serving-customer-churn", "code-server", "webserver", "daemon", "run-worker"}
+EXPECTED_PODS = {"mlflow", "serving-customer-churn", "mlplatform-exporter", "code-server", "webserver", "daemon",
+                 "run-worker"}
+MLFLOW_CLIENTS = {"code-server", "run-worker", "serving-customer-churn", "mlplatform-exporter"}
+# How the Prometheus Operator labels its Prometheus pods, in the namespace networkpolicies.yaml names.
+PROMETHEUS_POD = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/managed-by": "prometheus-operator"}
+MONITORING_NAMESPACE = {"kubernetes.io/metadata.name": "monitoring"}
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +70,13 @@ def test_restricted_check_rejects_what_the_profile_forbids(all_pods):
 
 def test_mlflow_is_reachable_only_from_its_clients(all_pods, policies):
     mlflow = all_pods["mlflow"]
-    clients = {"code-server", "run-worker", "serving-customer-churn"}
     for name, pod in all_pods.items():
         if name == "mlflow":
             continue
-        allowed = pods.ingress_allowed(policies, pod["metadata"]["labels"], mlflow, "http")
-        assert allowed == (name in clients), name
+        labels = pod["metadata"]["labels"]
+        assert pods.ingress_allowed(policies, labels, mlflow, "http") == (name in MLFLOW_CLIENTS), name
+        # The same labels in another namespace are not a client.
+        assert not pods.ingress_allowed(policies, labels, mlflow, "http", source_namespace=MONITORING_NAMESPACE)
     assert not pods.ingress_allowed(policies, None, mlflow, 5000)  # nothing from outside the namespace
 
 
@@ -78,7 +84,7 @@ def test_clients_of_mlflow_are_the_pods_configured_to_use_it(all_pods):
     """The policy's client list and the pods that get MLFLOW_TRACKING_URI (the mlplatform-env ConfigMap) agree."""
     configured = {name for name, pod in all_pods.items() for c in pod["spec"]["containers"]
                   for ref in c.get("envFrom") or [] if ref.get("configMapRef", {}).get("name") == "mlplatform-env"}
-    assert configured == {"code-server", "run-worker", "serving-customer-churn"}
+    assert configured == MLFLOW_CLIENTS
 
 
 def test_code_server_is_reachable_only_from_the_webserver_and_daemon(all_pods, policies):
@@ -105,3 +111,19 @@ def test_pods_without_a_server_take_no_traffic(all_pods, policies, name):
     for port in (80, 3000, 3030, 8080):
         assert not pods.ingress_allowed(policies, None, all_pods[name], port)
         assert not pods.ingress_allowed(policies, all_pods["webserver"]["metadata"]["labels"], all_pods[name], port)
+
+
+def test_exporter_takes_scrapes_from_prometheus_only_on_its_metrics_port(all_pods, policies):
+    exporter = all_pods["mlplatform-exporter"]
+    assert pods.ingress_allowed(policies, PROMETHEUS_POD, exporter, "metrics", source_namespace=MONITORING_NAMESPACE)
+    assert pods.ingress_allowed(policies, PROMETHEUS_POD, exporter, 9108, source_namespace=MONITORING_NAMESPACE)
+    assert not pods.ingress_allowed(policies, PROMETHEUS_POD, exporter, 8080, source_namespace=MONITORING_NAMESPACE)
+    # Another pod of the monitoring namespace, a Prometheus elsewhere, the platform's own pods, outside traffic.
+    grafana = {"app.kubernetes.io/name": "grafana"}
+    assert not pods.ingress_allowed(policies, grafana, exporter, 9108, source_namespace=MONITORING_NAMESPACE)
+    assert not pods.ingress_allowed(policies, PROMETHEUS_POD, exporter, 9108,
+                                    source_namespace={"kubernetes.io/metadata.name": "default"})
+    assert not pods.ingress_allowed(policies, PROMETHEUS_POD, exporter, 9108)
+    for name, pod in all_pods.items():
+        assert not pods.ingress_allowed(policies, pod["metadata"]["labels"], exporter, "metrics"), name
+    assert not pods.ingress_allowed(policies, None, exporter, 9108)

@@ -194,19 +194,42 @@ def test_every_dashboard_query_uses_exported_metrics(exported):
             assert metric in exported, variable["name"]
 
 
-def test_servicemonitor_scrapes_serving_as_the_job_the_rules_select():
-    """The rules and the dashboard select job="mlplatform-serving": the ServiceMonitor must produce it, for the
-    Services serving.yaml defines (kubernetes-validate has no schema for the CRD: its structure is checked here)."""
-    [monitor] = [d for d in yaml.safe_load_all((REPO / "infra" / "k8s" / "servicemonitors.yaml").read_text()) if d]
-    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
-    assert set(monitor["spec"]) <= {"selector", "namespaceSelector", "endpoints", "jobLabel", "targetLabels"}
-    [endpoint] = monitor["spec"]["endpoints"]
-    assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "relabelings", "metricRelabelings"}
-    assert {"action": "replace", "targetLabel": "job", "replacement": "mlplatform-serving"} in endpoint["relabelings"]
-    services = [d for d in yaml.safe_load_all((REPO / "infra" / "k8s" / "serving.yaml").read_text())
-                if d and d["kind"] == "Service"]
-    selector = monitor["spec"]["selector"]["matchLabels"]
-    assert services and all(selector.items() <= s["metadata"]["labels"].items() for s in services)
-    assert all(endpoint["port"] in {p["name"] for p in s["spec"]["ports"]} for s in services)
-    rules = RULES.read_text()
-    assert 'job="mlplatform-serving"' in rules
+def test_every_job_the_rules_select_is_scraped_by_one_servicemonitor():
+    """Each job="..." a rule or the dashboard selects (mlplatform-serving, mlplatform-exporter) is the job label
+    exactly one ServiceMonitor sets, on Services of infra/k8s that have its endpoint port and whose pods serve
+    that port; no Service is scraped under two jobs (kubernetes-validate has no schema for the CRD: its
+    structure is checked here)."""
+    objects = [d for p in sorted((REPO / "infra" / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())
+               if d]
+    monitors = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    services = [o for o in objects if o["kind"] == "Service"]
+    workloads = [o for o in objects if o["kind"] == "Deployment"]
+    jobs: dict[str, str] = {}
+    scraped: list[str] = []
+    for monitor in monitors:
+        name = monitor["metadata"]["name"]
+        assert (monitor["apiVersion"], monitor["metadata"]["labels"]["role"]) == ("monitoring.coreos.com/v1",
+                                                                                  "scrape-config"), name
+        assert set(monitor["spec"]) <= {"selector", "namespaceSelector", "endpoints", "jobLabel", "targetLabels"}
+        assert monitor["spec"]["namespaceSelector"]["matchNames"] == [chart.NAMESPACE], name
+        [endpoint] = monitor["spec"]["endpoints"]
+        assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "relabelings", "metricRelabelings"}
+        assert endpoint["path"] == "/metrics"
+        [job] = [r["replacement"] for r in endpoint.get("relabelings", [])
+                 if r.get("targetLabel") == "job" and r.get("action") == "replace"]
+        assert job not in jobs, (job, name, jobs.get(job))
+        jobs[job] = name
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        selected = [s for s in services if selector.items() <= s["metadata"]["labels"].items()]
+        assert selected, name
+        for service in selected:
+            [port] = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+            [workload] = [w for w in workloads
+                          if service["spec"]["selector"].items() <= w["spec"]["template"]["metadata"]["labels"].items()]
+            container_ports = {p["name"] for c in workload["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+            assert port["targetPort"] in container_ports, (name, service["metadata"]["name"])
+            scraped.append(service["metadata"]["name"])
+    assert len(scraped) == len(set(scraped)), scraped
+    selected_jobs = set(re.findall(r'job="([^"]+)"', RULES.read_text() + DASHBOARD.read_text().replace('\\"', '"')))
+    assert selected_jobs == set(jobs) == {"mlplatform-serving", "mlplatform-exporter"}, (selected_jobs, jobs)
+    assert {"serving-customer-churn", "mlplatform-exporter"} <= set(scraped)

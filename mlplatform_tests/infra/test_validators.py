@@ -70,7 +70,8 @@ def test_pods_from_the_helm_values_and_the_run_launcher_pass_strict_validation(t
 
 def test_strict_validation_rejects_an_unknown_field(tmp_path):
     """The validator is strict: a misspelt field (which the API server would drop or reject) fails it."""
-    [serving] = [o for o in pods.k8s_objects() if o["kind"] == "Deployment" and o["metadata"]["name"] != "mlflow"]
+    [serving] = [o for o in pods.k8s_objects()
+                 if o["kind"] == "Deployment" and o["metadata"]["name"] == "serving-customer-churn"]
     serving["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFileSystem"] = True
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump(serving))

@@ -147,6 +147,27 @@ def test_exporter_command_serves_until_sigterm(platform_env, tmp_path):
     assert f"http://127.0.0.1:{port}/metrics" in log.read_text()
 
 
+def test_healthz_answers_without_reading_any_store():
+    """The probe path never touches the stores: with every store failing it is still 200 (the scrape then
+    reports each source down), and probing reads nothing."""
+    collector, calls = _collector(lambda: 0.0, fail=set(SOURCES))
+    server, thread = start_exporter(collector, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        for _ in range(3):
+            health = httpx.get(f"{base}/healthz", timeout=10)
+            assert (health.status_code, health.text) == (200, "ok\n")
+        assert calls == []
+        metrics = scrape(f"{base}/metrics")
+        assert all(value(metrics, "mlplatform_exporter_source_up", source=src) == 0 for src in SOURCES)
+        assert sorted(calls) == sorted(SOURCES)
+        assert httpx.post(f"{base}/healthz", timeout=10).status_code == 405  # only GET/HEAD, as /metrics
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
 def _collector(clock, fail: set[str], models=None):
     calls = []
 
