@@ -219,17 +219,19 @@ def summarize_run(model: str, result: Any) -> dict[str, Any]:
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
         meta[mat.asset_key.path[-1]] = {k: _plain(getattr(v, "value", v)) for k, v in mat.metadata.items()}
-    failed_checks = []
-    for event in result.get_asset_check_evaluations() if hasattr(result, "get_asset_check_evaluations") else []:
+    failed_checks, warned_checks = [], []
+    for event in result.get_asset_check_evaluations():
         if not event.passed:
-            failed_checks.append(f"{event.check_name}: {event.description}")
+            # A WARN check (a warn-severity column rule, a quarantined day, a drifted day) informs; it blocks nothing.
+            warn = getattr(event.severity, "value", event.severity) == "WARN"
+            (warned_checks if warn else failed_checks).append(f"{event.check_name}: {event.description}")
     errors = []
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             err = event.event_specific_data.error
             errors.append(f"{event.step_key}: {err.message.strip() if err else 'failed'}")
     return {"model": model, "success": result.success, "run_id": result.run_id, "assets": meta,
-            "failed_checks": failed_checks, "errors": errors}
+            "failed_checks": failed_checks, "warned_checks": warned_checks, "errors": errors}
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -246,6 +248,8 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"  champion: v{de.get('champion_version')}")
     for c in s["failed_checks"]:
         lines.append(f"  check failed: {c}")
+    for c in s.get("warned_checks", []):
+        lines.append(f"  check warning: {c}")
     for e in s["errors"]:
         lines.append(f"  error: {e}")
     return "\n".join(lines)
