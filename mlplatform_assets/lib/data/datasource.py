@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Protocol
 import pandas as pd
 
 from mlplatform_assets.lib.data.storage import ObjectStore, split_s3_uri
+from mlplatform_assets.lib.data.timestamps import parse_utc, unparsable
 from mlplatform_assets.lib.spec import ModelSpec
 
 
@@ -68,8 +69,7 @@ def _parse(data: bytes, fmt: str) -> pd.DataFrame:
 
 
 def _day_of(series: pd.Series) -> pd.Series:
-    ts = pd.to_datetime(series, errors="coerce", utc=True)
-    return ts.dt.tz_convert(None).dt.date
+    return parse_utc(series).dt.tz_convert(None).dt.date
 
 
 def _file_available_days(spec: ModelSpec, s3_client: Any | None) -> list[dt.date]:
@@ -127,7 +127,14 @@ def _file_read_days(spec: ModelSpec, days: Iterable[dt.date], s3_client: Any | N
     if spec.timestamp_column not in whole.columns:
         return [DayData(d, whole.iloc[0:0], 0, spec.source.uri,
                         f"timestamp column {spec.timestamp_column!r} not in source") for d in days]
-    day_col = _day_of(whole[spec.timestamp_column])
+    parsed = parse_utc(whole[spec.timestamp_column])
+    bad = unparsable(whole[spec.timestamp_column], parsed)
+    if len(bad):
+        # Such a row belongs to no day: it would silently drop out of every one. Refuse the read instead.
+        why = (f"{len(bad)} row(s) of the source have a {spec.timestamp_column!r} that is not a timestamp "
+               f"(e.g. {str(bad.iloc[0])[:60]!r}); fix or drop them")
+        return [DayData(d, whole.iloc[0:0], 0, spec.source.uri, why) for d in days]
+    day_col = parsed.dt.tz_convert(None).dt.date
     for day in days:
         part = whole[day_col == day].reset_index(drop=True)
         # Byte size of a slice of one file: its share of the file, proportional to rows.

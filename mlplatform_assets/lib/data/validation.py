@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
+from mlplatform_assets.lib.data.timestamps import parse_utc
 from mlplatform_assets.lib.spec import ColumnRuleSpec, ModelSpec
 
 CHECK_NAMES = ("non_empty", "required_columns", "dtypes", "target_domain", "null_share", "duplicate_share",
@@ -80,7 +81,8 @@ def infer_feature_columns(spec: ModelSpec, df: pd.DataFrame) -> tuple[list[str],
     """Numeric and categorical feature columns: declared ones, plus inferred ones when ``infer`` is on."""
     numeric, categorical = declared_columns(spec)
     if spec.features.infer:
-        skip = {spec.target.column, spec.timestamp_column, *spec.features.exclude, *numeric, *categorical}
+        skip = {spec.target.column, spec.timestamp_column, *spec.features.exclude, *numeric, *categorical,
+                *spec.evaluation.sensitive_columns}  # a sensitive slice attribute is never a feature
         for col in df.columns:
             if col in skip:
                 continue
@@ -125,8 +127,7 @@ def check_day(spec: ModelSpec, df: pd.DataFrame, day: dt.date, read_error: str |
         if not df[target].isna().all():
             bad_types.append(f"{target} (target) is {df[target].dtype}, expected numeric")
     # Parsed once, as clean_day stores it: naive timestamps are UTC.
-    timestamps = (pd.to_datetime(df[spec.timestamp_column], errors="coerce", utc=True)
-                  if spec.timestamp_column in df.columns and n else None)
+    timestamps = parse_utc(df[spec.timestamp_column]) if spec.timestamp_column in df.columns and n else None
     if timestamps is not None:
         unparsable = int(timestamps.isna().sum() - df[spec.timestamp_column].isna().sum())
         if unparsable:
@@ -282,8 +283,10 @@ def clean_day(spec: ModelSpec, df: pd.DataFrame, numeric: list[str], categorical
 
     Rows without a label are kept (they are scored and monitored); training drops them."""
     cols = [spec.timestamp_column, *numeric, *categorical, spec.target.column]
+    # Slice columns that are no feature (e.g. a sensitive attribute) are kept for evaluation only.
+    cols += [s.column for s in spec.evaluation.slices if s.column not in cols and s.column in df.columns]
     out = df[cols].copy()
-    out[spec.timestamp_column] = pd.to_datetime(out[spec.timestamp_column], errors="coerce", utc=True).dt.tz_convert(None)
+    out[spec.timestamp_column] = parse_utc(out[spec.timestamp_column]).dt.tz_convert(None)
     for c in numeric:
         out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
     for c in categorical:

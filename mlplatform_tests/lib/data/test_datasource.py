@@ -48,9 +48,10 @@ def test_reading_days_reports_missing_and_unreadable_days_instead_of_raising(tmp
 
 
 def test_one_file_is_split_into_utc_days(tmp_path):
+    # Mixed representations in one column (offset, naive = UTC, trailing Z) each parse on their own.
     frame = pd.DataFrame({"event_time": ["2026-06-01T23:30:00+00:00", "2026-06-02T00:30:00+01:00",  # 23:30Z
-                                         "2026-06-02T08:00:00+00:00", "2026-05-20T08:00:00+00:00", "not a time"],
-                          "value": [1, 2, 3, 4, 5]})
+                                         "2026-06-02 08:00:00", "2026-05-20T08:00:00Z"],
+                          "value": [1, 2, 3, 4]})
     path = tmp_path / "all.csv"
     frame.to_csv(path, index=False)
     spec = spec_for(path)
@@ -61,6 +62,16 @@ def test_one_file_is_split_into_utc_days(tmp_path):
     assert list(got[D2].frame["value"]) == [3]
     assert got[D3].frame.empty and got[D3].error is None
     assert got[D1].n_bytes + got[D2].n_bytes < path.stat().st_size  # shares of the file by rows
+
+
+def test_a_row_of_one_file_whose_timestamp_does_not_parse_is_an_error_per_day_not_a_lost_row(tmp_path):
+    path = tmp_path / "all.csv"
+    pd.DataFrame({"event_time": ["2026-06-01T10:00:00Z", "not a time", "2026-06-02 08:00:00"],
+                  "value": [1, 2, 3]}).to_csv(path, index=False)
+    got = datasource.read_days(spec_for(path), [D1, D2])
+    assert [d.error for d in got] == ["1 row(s) of the source have a 'event_time' that is not a timestamp "
+                                      "(e.g. 'not a time'); fix or drop them"] * 2
+    assert all(d.frame.empty for d in got)
 
 
 def test_one_file_without_the_timestamp_column_is_an_error_per_day(tmp_path):
