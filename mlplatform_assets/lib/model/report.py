@@ -143,8 +143,17 @@ def importance_section(r: ReportInput) -> str | None:
             f"rows, {imp['repeats']} shuffles{f', vs champion v{vs}' if vs else ''})\n\n" + _table(header, rows))
 
 
+def staleness_section(r: ReportInput) -> str | None:
+    """The backtest of quality against model age (lib/model/staleness.py): curve, decay and cadence."""
+    from mlplatform_assets.lib.model.staleness import markdown
+
+    data = r.evaluation.extra.get("staleness")
+    return markdown(data) if data else None
+
+
 Section = Callable[[ReportInput], "str | None"]
-SECTIONS: list[Section] = [decision_section, metrics_section, per_class_section, residual_section, importance_section]
+SECTIONS: list[Section] = [decision_section, metrics_section, per_class_section, residual_section, importance_section,
+                           staleness_section]
 
 
 def evaluation_markdown(spec: ModelSpec, evaluation: Any, y_true: pd.Series, report_url: str | None = None) -> str:

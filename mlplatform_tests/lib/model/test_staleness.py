@@ -159,3 +159,17 @@ def test_markdown_section(rotating_report):
     assert "| 14 |" in text and "refit on 2000 rows" in text
     skipped = markdown(_run(_spec(staleness="{enabled: false}", window_days=20), _frames(0.0, days=20)).as_dict())
     assert "Not measured: disabled" in skipped
+
+
+def test_evaluation_summary_shows_the_staleness_section_when_measured(rotating_report):
+    from mlplatform_assets.lib.model import report
+    from mlplatform_assets.lib.model.evaluation import decide_promotion
+    from mlplatform_assets.lib.model.lifecycle import Evaluation
+
+    spec = _spec()
+    predictions = pd.DataFrame({"prediction": [0, 1], "probability": [0.2, 0.8]})
+    ev = Evaluation(decide_promotion(spec, "1", 0.8, None, None), {"roc_auc": 0.8}, None, predictions, None)
+    assert "Staleness" not in report.evaluation_markdown(spec, ev, pd.Series([0, 1]))
+    ev.extra["staleness"] = rotating_report.as_dict()
+    summary = report.evaluation_markdown(spec, ev, pd.Series([0, 1]))
+    assert "#### Staleness (backtest)" in summary and rotating_report.summary in summary
