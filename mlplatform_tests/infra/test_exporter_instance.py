@@ -1,47 +1,78 @@
-"""infra/k8s/exporter.yaml mounts the dagster.yaml the Helm chart renders (K8sRunLauncher, S3 compute logs,
-PostgreSQL storage) and gives the pod no Kubernetes API access and no need for S3 to open it. This runs the
-exporter's own instance reader on that very file, pointed at a real PostgreSQL: the launcher and the compute
-log manager must stay unloaded, and the materializations must come back."""
+"""The exporter as infra/k8s/exporter.yaml deploys it: the manifest's own command, on the dagster.yaml the Helm
+chart renders (K8sRunLauncher, S3 compute logs, PostgreSQL storage) pointed at a real PostgreSQL, without any
+Kubernetes API. Opening that instance must leave the launcher unloaded (loading it fails outside a cluster, as
+it would in the pod, which has no service account token), and the scrape must show what PostgreSQL holds."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
 
 import dagster as dg
 import pytest
 import yaml
 from kubernetes.config import ConfigException
 
-from mlplatform_assets.commands.exporter import dagster_reader
 from mlplatform_assets.defs import names
 from mlplatform_assets.defs.coordination import open_instance
-from mlplatform_assets.lib.monitoring import exporter as health
-from mlplatform_tests.infra import chart
+from mlplatform_assets.lib.monitoring.exporter import SOURCES
+from mlplatform_tests.conftest import SMALL_NAME, free_port, wait_for_http
+from mlplatform_tests.infra import chart, pods
+from mlplatform_tests.lib.monitoring.test_exporter import scrape, value
 
 
-def test_exporter_reads_the_instance_the_chart_renders(postgres_server, postgres_db, tmp_path, monkeypatch):
+def _exporter_command() -> list[str]:
+    [dep] = [o for o in pods.k8s_objects() if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlplatform-exporter"]
+    [container] = dep["spec"]["template"]["spec"]["containers"]
+    return container["command"]
+
+
+@pytest.mark.slow  # the exporter's one end-to-end deployment test: a PostgreSQL and the CLI in a process
+def test_the_deployed_command_serves_the_charts_instance(small_churn_spec, postgres_server, postgres_db, tmp_path,
+                                                        monkeypatch):
     values = chart.load_values()
     # Only the database coordinates change: the test server instead of the placeholder host (no TLS there).
     values["postgresql"].update(postgresqlHost=postgres_server.host, postgresqlUsername=postgres_server.user,
                                 postgresqlDatabase=postgres_db, postgresqlParams={},
                                 service={"port": postgres_server.port})
     rendered = chart.instance_config(values)
-    assert rendered["run_launcher"]["class"] == "K8sRunLauncher"  # what a lazy load must keep out of the way
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump(rendered))
+    assert rendered["run_launcher"]["class"] == "K8sRunLauncher"
+    dagster_home = os.environ["DAGSTER_HOME"]  # platform_env's, as the pod's env names the chart's
+    with open(os.path.join(dagster_home, "dagster.yaml"), "w") as fh:
+        yaml.safe_dump(rendered, fh)
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", postgres_server.password)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
 
-    instance = open_instance(str(home))
+    key = names.asset_key(SMALL_NAME, names.TRAINED_MODEL)
+    instance = open_instance(dagster_home)
     try:
-        key = names.asset_key("customer_churn", names.TRAINED_MODEL)
         instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, metadata={"model_version": 7}))
-        found = dagster_reader(instance)(["customer_churn", "delivery_time"])
-        assert found["delivery_time"] == {}
-        training = found["customer_churn"][health.TRAINING]
-        assert training.metadata["model_version"] == 7 and training.timestamp > 0
-        # Nothing outside PostgreSQL was loaded, and loading the launcher here would indeed fail (no cluster).
+        trained_at = instance.get_latest_materialization_event(key).timestamp
         assert instance._run_launcher is None and instance._compute_log_manager is None
         with pytest.raises(ConfigException, match="Service host/port is not set"):
             instance.run_launcher  # noqa: B018 - the property loads it
     finally:
         instance.dispose()
+
+    command = _exporter_command()
+    port = free_port()
+    args = [*command[1:]]
+    args[args.index("--host") + 1], args[args.index("--port") + 1] = "127.0.0.1", str(port)
+    log = tmp_path / "exporter.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "mlplatform_assets.cli", *args], cwd=chart.REPO,
+                                stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=60, proc=proc)
+        samples = scrape(f"http://127.0.0.1:{port}/metrics")
+        assert {src: value(samples, "mlplatform_exporter_source_up", source=src) for src in SOURCES} == dict.fromkeys(
+            SOURCES, 1.0)
+        assert value(samples, "mlplatform_model_last_training_timestamp_seconds", model=SMALL_NAME) == pytest.approx(
+            trained_at)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+    assert rc == 0, log.read_text()[-3000:]
+    assert postgres_server.password not in log.read_text()
