@@ -232,7 +232,7 @@ def evaluate_challenger(spec: ModelSpec, registry: Registry, challenger_version:
     """Score challenger and current champion on the same holdout and apply the promotion gate."""
     from threadpoolctl import threadpool_limits
 
-    from mlplatform_assets.lib.model import importance, staleness
+    from mlplatform_assets.lib.model import importance, search, staleness
 
     with threadpool_limits(1):
         ev = _evaluate(spec, registry, challenger_version, dataset)
@@ -243,6 +243,7 @@ def evaluate_challenger(spec: ModelSpec, registry: Registry, challenger_version:
     # How fast this pipeline goes stale (backtest; logged on the challenger's run, read by the staleness alert).
     ev.extra["staleness"] = staleness.measure_and_log(spec, registry, challenger_version, dataset,
                                                       ev.challenger_predictions)
+    ev.extra["search"] = search.recorded_summary(spec, registry, challenger_version)  # for the report
     return ev
 
 

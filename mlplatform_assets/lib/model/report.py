@@ -151,9 +151,26 @@ def staleness_section(r: ReportInput) -> str | None:
     return markdown(data) if data else None
 
 
+def search_section(r: ReportInput) -> str | None:
+    """The hyperparameter search that chose the challenger's params (lib/model/search.py)."""
+    found = r.evaluation.extra.get("search")
+    if not found:
+        return None
+    ok = sorted((t for t in found["trials"] if t["score"] is not None),
+                key=lambda t: t["score"], reverse=found["direction"] == "maximize")
+    rows = [[t["number"], t["round"], t["rows"], t["score"], ", ".join(f"{k}={v}" for k, v in t["params"].items())]
+            for t in ok[:5]]
+    chosen = ", ".join(f"{k}={v}" for k, v in found["chosen"].items())
+    return (f"#### Hyperparameter search ({found['method']}, {found['cv_splits']} time-ordered folds of the "
+            f"training rows)\n\nChosen: {chosen} (CV {found['metric']} {found['best_cv_score']:.4f}); "
+            f"{found['trials_run']} trials ({found['trials_failed']} failed) in {found['seconds']:.1f} s, stopped by "
+            f"{'the trial budget' if found['stopped'] == 'trials' else 'max_seconds'}. Best trials:\n\n"
+            + _table(["trial", "round", "rows", f"CV {found['metric']}", "params"], rows))
+
+
 Section = Callable[[ReportInput], "str | None"]
 SECTIONS: list[Section] = [decision_section, metrics_section, per_class_section, residual_section, importance_section,
-                           staleness_section]
+                           search_section, staleness_section]
 
 
 def evaluation_markdown(spec: ModelSpec, evaluation: Any, y_true: pd.Series, report_url: str | None = None) -> str:

@@ -246,3 +246,11 @@ def search_artifact(result: SearchResult) -> bytes:
 def recorded_chosen_params(artifact: bytes) -> dict[str, Any]:
     """The chosen parameters from a version's ``search.json`` (typed, unlike MLflow params)."""
     return dict(json.loads(artifact)["chosen"])
+
+
+def recorded_summary(spec: ModelSpec, registry: Any, version: str) -> dict[str, Any] | None:
+    """A searched version's ``search.json`` (for the evaluation report); None when the spec declares no search."""
+    if spec.estimator.search is None:
+        return None
+    run_id = registry.get_version(spec.name, version).run_id
+    return json.loads(registry.download_artifact(run_id, SEARCH_ARTIFACT))

@@ -140,6 +140,7 @@ def test_trials_are_child_runs_and_reproduce_refits_the_choice_without_searching
                                                                                  monkeypatch):
     """End to end on the real MLflow store: the version records its choice; reproduce matches it exactly."""
     from mlplatform_assets.lib.data.storage import ObjectStore
+    from mlplatform_assets.lib.model import search
     from mlplatform_assets.lib.model.lifecycle import (
         ingest_days,
         load_training_dataset,
@@ -169,12 +170,29 @@ def test_trials_are_child_runs_and_reproduce_refits_the_choice_without_searching
     assert run.data.params["search.chosen.C"] == best.data.params["C"]
     assert float(run.data.params["estimator.C"]) == float(best.data.params["C"])
     assert run.data.params["search.trials_run"] == "2"
+    summary = search.recorded_summary(spec, registry, version.version)  # what the evaluation report shows
+    assert str(summary["chosen"]["C"]) == best.data.params["C"] and len(summary["trials"]) == 2
     runs_before = len(client.search_runs([version.experiment_id]))
-
-    from mlplatform_assets.lib.model import search
-
     monkeypatch.setattr(search, "run_search", lambda *args: pytest.fail("reproduce must not search again"))
     result = reproduce(registry, store, spec.name, version.version)
 
     assert result.identical and result.data_matches, result.message
     assert len(client.search_runs([version.experiment_id])) == runs_before  # no search, no new runs
+
+
+def test_report_section_summarises_the_search():
+    import json
+    from types import SimpleNamespace
+
+    from mlplatform_assets.lib.model.report import ReportInput, search_section
+    from mlplatform_assets.lib.model.search import search_artifact
+
+    spec = circle_spec("{space: {max_depth: [1, 4]}, trials: 2, cv_splits: 2}")
+    result = run_search(spec, dataset(spec, days=5, rows=200))
+    found = json.loads(search_artifact(result))  # what evaluation reads back from the version's run
+    text = search_section(ReportInput(spec, SimpleNamespace(extra={"search": found}), pd.Series(dtype=float)))
+    assert "random, 2 time-ordered folds" in text and "Chosen: max_depth=4 (CV roc_auc" in text
+    assert "2 trials (0 failed)" in text and "stopped by the trial budget" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "trial" not in line]
+    assert rows[0].endswith("| max_depth=4 |") and rows[1].endswith("| max_depth=1 |")  # best first
+    assert search_section(ReportInput(spec, SimpleNamespace(extra={"search": None}), pd.Series(dtype=float))) is None
