@@ -121,7 +121,8 @@ def backtest(spec: ModelSpec, dataset: TrainingDataset, holdout_predictions: pd.
 
 def _row_days(timestamps: pd.Series) -> np.ndarray:
     """Each row's calendar day (UTC for aware timestamps) as datetime64[ns] at midnight."""
-    ts = pd.to_datetime(timestamps)
+    # to_datetime on a column that already is datetime64 still walks every value (its cache check): skip it.
+    ts = timestamps if pd.api.types.is_datetime64_any_dtype(timestamps) else pd.to_datetime(timestamps)
     if ts.dt.tz is not None:
         ts = ts.dt.tz_convert(None)
     return ts.dt.normalize().to_numpy()

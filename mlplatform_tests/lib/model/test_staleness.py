@@ -88,9 +88,16 @@ def test_rotating_relation_decays_and_gets_a_finite_cadence(rotating_report):
     assert "decays" in report.summary and f"every {report.cadence_days} day(s)" in report.summary
 
 
+def test_default_backtest_needs_no_refit_and_still_sees_fast_decay():
+    """Default (cuts: 1): the challenger on its own 7 holdout days, no extra training."""
+    report = _run(_spec(), _frames(rotation_per_day=0.06))
+    assert [c.refit for c in report.cuts] == [False] and [p["age"] for p in report.curve] == list(range(1, 8))
+    assert report.decay is True and report.slope_ci[1] < 0 and report.cadence_days is not None
+
+
 def test_stationary_relation_shows_no_decay():
     report = _run(_spec(), _frames(rotation_per_day=0.0))
-    assert report.status == "measured" and [c.refit for c in report.cuts] == [False, True]  # default: one refit
+    assert report.status == "measured" and [c.refit for c in report.cuts] == [False]  # default: no refit
     lo, hi = report.slope_ci
     assert lo < 0 < hi and report.decay is False
     assert report.cadence_days is None
@@ -110,7 +117,7 @@ def test_regression_decay_is_an_increasing_error():
 
 
 def test_cadence_is_capped_at_the_window():
-    spec = _spec(staleness="{tolerance: 2.0}")
+    spec = _spec(staleness="{cuts: 3, tolerance: 2.0}")
     report = _run(spec, _frames(rotation_per_day=0.04))
     assert report.decay is True and report.cadence_days == DAYS
 
