@@ -952,6 +952,11 @@ def parse_spec(text: str, path: str = "<spec>", variables: Mapping[str, str] | N
     except ValidationError as exc:
         raise SpecError(_mask(_format_errors(path, exc), substituted)) from None
     spec._as_written = {p: written for p, (written, _) in substituted.items()}
+    searched = [_field_name(p) for p in spec._as_written if p[:2] == ("estimator", "search")]
+    if searched:
+        # Every trial's values are recorded (MLflow child runs, search.json): an environment value would be too.
+        raise SpecError(f"{path}: {searched[0]}: estimator.search values are recorded with every trial; write them "
+                        "literally, not as ${VAR} references")
     sql = spec.source.sql
     if sql is not None and ("source", "sql", "url") not in spec._as_written:
         from sqlalchemy.engine import make_url

@@ -196,3 +196,35 @@ def test_report_section_summarises_the_search():
     rows = [line for line in text.splitlines() if line.startswith("| ") and "trial" not in line]
     assert rows[0].endswith("| max_depth=4 |") and rows[1].endswith("| max_depth=1 |")  # best first
     assert search_section(ReportInput(spec, SimpleNamespace(extra={"search": None}), pd.Series(dtype=float))) is None
+
+
+def test_search_values_cannot_come_from_the_environment():
+    with pytest.raises(SpecError, match=r"circle.yaml: estimator.search.space.solver.0: estimator.search values are "
+                                        r"recorded with every trial; write them literally"):
+        parse_spec(f"""
+name: circle
+task: classification
+source: {{uri: /nonexistent/circle.parquet}}
+timestamp_column: ts
+partition_start: {START.isoformat()}
+target: {{column: y}}
+features: {{numeric: [a, b]}}
+estimator:
+  class_path: sklearn.linear_model.LogisticRegression
+  search: {{space: {{solver: ["${{SOLVER}}", lbfgs]}}}}
+metrics: {{primary: roc_auc}}
+""", "circle.yaml", {"SOLVER": "liblinear"})
+
+
+def test_a_setting_that_cannot_fit_is_recorded_and_skipped():
+    # Both values pass the estimator's parameter checks; weights for a class the data lacks fail at fit time.
+    spec = circle_spec("{space: {class_weight: [{5: 1.0}, balanced]}, trials: 2, cv_splits: 2}")
+    result = run_search(spec, dataset(spec, days=5, rows=100))
+    failed = [t for t in result.trials if t.error]
+    assert result.chosen == {"class_weight": "balanced"} and len(result.trials) == 2
+    assert len(failed) == 1 and failed[0].params == {"class_weight": {5: 1.0}} and failed[0].score is None
+    assert "not in class_weight" in failed[0].error and result.summary()["trials_failed"] == 1
+
+    only_bad = circle_spec("{space: {class_weight: [{5: 1.0}]}, cv_splits: 2}")
+    with pytest.raises(SearchError, match=r"every trial failed; trial 0 \{'class_weight': \{5: 1.0\}\}: ValueError"):
+        run_search(only_bad, dataset(only_bad, days=5, rows=100))
