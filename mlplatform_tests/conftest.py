@@ -85,9 +85,10 @@ def write_churn_days(directory: str | Path, days: list[dt.date] = SMALL_DAYS, ro
 
 def small_spec_yaml(source_uri: str, name: str = SMALL_NAME, estimator: str = "sklearn.linear_model.LogisticRegression",
                     params: str = "{max_iter: 300}", window_days: int = 10, holdout_days: int = 2,
-                    promotion: str | None = None) -> str:
+                    promotion: str | None = None, evaluation: str | None = None) -> str:
     """The small churn spec; ``promotion`` is a YAML flow mapping, e.g. ``{absolute_floor: 0.6}``."""
     extra = f"promotion: {promotion}\n" if promotion else ""
+    extra += f"evaluation: {evaluation}\n" if evaluation else ""
     return extra + f"""\
 name: {name}
 description: small churn model for tests

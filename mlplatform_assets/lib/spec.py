@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -380,7 +381,6 @@ class FeaturesSpec(_Strict):
     def added_categorical(self) -> list[str]:
         return [c for t in self.transformers for c in t.adds.categorical]
 
-
 # --- hyperparameter search (estimator.search; run by lib/model/search.py) ---------------------------------
 class SearchRange(_Strict):
     """A numeric range to sample from: integers when ``low`` and ``high`` are both integers (and not ``log``)."""
@@ -524,6 +524,97 @@ class MetricsSpec(_Strict):
 class PromotionSpec(_Strict):
     min_improvement: float = Field(default=0.0, ge=0.0, description="Required gain over the champion")
     absolute_floor: float | None = Field(default=None, description="The primary metric must reach this")
+    # --- the gate with uncertainty, baselines and slices (lib/model/rigor.py; docs/evaluation.md) ---
+    require: Literal["significant", "point"] = Field(
+        default="significant", description="significant: the lower bound of the paired confidence interval of the "
+                                           "gain must clear min_improvement; point: the point estimate must")
+    confidence: float = Field(default=0.95, ge=0.5, lt=1.0, description="Confidence level of every interval")
+    must_beat_baseline: bool = Field(
+        default=True, description="Refuse a challenger that is not better than a simple baseline (prior/mean, "
+                                  "and no baseline may be significantly better), also without a champion")
+    max_slice_regression: float | None = Field(
+        default=None, ge=0.0, description="Refuse a challenger whose primary metric is worse than the champion's "
+                                          "by more than this on any slice of evaluation.slices (unset: report only)")
+    min_slice_rows: int = Field(default=200, ge=1, description="Slices with fewer holdout rows are reported, "
+                                                               "never gated")
+
+
+class ImportanceSpec(_Strict):
+    """Permutation importance of each input feature on the holdout, challenger and champion (lib/model/importance.py)."""
+
+    enabled: bool = True
+    # Defaults keep it cheap (measured at 100k rows: see docs/evaluation.md): ~ 2 * features * repeats * max_rows
+    # predictions, for challenger and champion.
+    max_rows: int = Field(default=1000, ge=100, le=1_000_000, description="Holdout rows sampled (seeded)")
+    repeats: int = Field(default=2, ge=1, le=50, description="Shuffles per feature")
+    top_k: int = Field(default=10, ge=1, le=1000, description="Features logged as MLflow metrics")
+
+
+# --- slices of the holdout (evaluation.slices; lib/model/rigor.py) ---
+class SliceSpec(_Strict):
+    """A column whose values (categorical) or bins (numeric) split the holdout for per-slice metrics."""
+
+    column: str = Field(min_length=1)
+    bins: list[float] | None = Field(default=None, description="Numeric bin edges, e.g. [18, 30, 50]: slices "
+                                                               "below the first, between edges and above the last")
+    quantiles: int | None = Field(default=None, ge=2, le=20, description="Numeric: this many equal-count bins")
+    sensitive: bool = Field(default=False, description="A protected attribute: never a model feature, carried "
+                                                       "through the data for evaluation only (parity)")
+
+    @model_validator(mode="after")
+    def _one_binning(self) -> "SliceSpec":
+        if self.bins is not None and self.quantiles is not None:
+            raise ValueError(f"slice {self.column!r}: give bins or quantiles, not both")
+        if self.bins is not None and (not self.bins or any(b >= a for b, a in zip(self.bins, self.bins[1:]))
+                                      or not all(math.isfinite(b) for b in self.bins)):
+            raise ValueError(f"slice {self.column!r}: bins must be finite, strictly increasing edges (at least one)")
+        return self
+
+    @property
+    def numeric(self) -> bool:
+        return self.bins is not None or self.quantiles is not None
+
+
+class EvaluationSpec(_Strict):
+    importance: ImportanceSpec = Field(default_factory=ImportanceSpec)
+    slices: list[SliceSpec] = Field(default_factory=list, description="Columns to slice the holdout by: a name, "
+                                                                      "or {column, bins|quantiles, sensitive}")
+
+    @field_validator("slices", mode="before")
+    @classmethod
+    def _names_are_slices(cls, v: Any) -> Any:
+        return [{"column": s} if isinstance(s, str) else s for s in v] if isinstance(v, list) else v
+
+    @field_validator("slices")
+    @classmethod
+    def _each_column_once(cls, v: list[SliceSpec]) -> list[SliceSpec]:
+        names = [s.column for s in v]
+        twice = sorted({c for c in names if names.count(c) > 1})
+        if twice:
+            raise ValueError(f"slice column(s) {twice} listed more than once")
+        return v
+
+    @property
+    def sensitive_columns(self) -> list[str]:
+        return [s.column for s in self.slices if s.sensitive]
+
+
+def _check_slices(evaluation: EvaluationSpec, features: "FeaturesSpec", target: str, timestamp: str) -> None:
+    """Slices name data columns other than the target and timestamp; a sensitive one is never a feature."""
+    declared = {*(features.numeric or []), *(features.categorical or [])}
+    added = {*features.added_numeric, *features.added_categorical}
+    for i, s in enumerate(evaluation.slices):
+        where = f"slices.{i}"
+        if s.column in (target, timestamp):
+            raise ValueError(f"{where}: {s.column!r} is the target or timestamp column; slice by a data column")
+        if s.column in added:
+            raise ValueError(f"{where}: {s.column!r} is added by a feature transformer; slices read the data's columns")
+        if s.sensitive and s.column in declared:
+            raise ValueError(f"{where}: {s.column!r} is sensitive but listed as a model feature; a sensitive "
+                             "attribute is for evaluation only (remove it from features or set sensitive: false)")
+        if s.numeric and s.column in set(features.categorical or []):
+            raise ValueError(f"{where}: bins/quantiles need a numeric column; {s.column!r} is categorical")
+# --- end of slices ---
 
 
 # --- per-column data rules and quarantine (validation.columns, validation.on_failure; lib/data/validation.py) ---
@@ -560,21 +651,6 @@ class ColumnRuleSpec(_Strict):
         """Rule name -> its threshold, for the rules this entry sets (in COLUMN_RULES order)."""
         return {r: getattr(self, r) for r in COLUMN_RULES
                 if getattr(self, r) is not None and getattr(self, r) is not False}
-
-
-class ImportanceSpec(_Strict):
-    """Permutation importance of each input feature on the holdout, challenger and champion (lib/model/importance.py)."""
-
-    enabled: bool = True
-    # Defaults keep it cheap (measured at 100k rows: see docs/evaluation.md): ~ 2 * features * repeats * max_rows
-    # predictions, for challenger and champion.
-    max_rows: int = Field(default=1000, ge=100, le=1_000_000, description="Holdout rows sampled (seeded)")
-    repeats: int = Field(default=2, ge=1, le=50, description="Shuffles per feature")
-    top_k: int = Field(default=10, ge=1, le=1000, description="Features logged as MLflow metrics")
-
-
-class EvaluationSpec(_Strict):
-    importance: ImportanceSpec = Field(default_factory=ImportanceSpec)
 
 
 class ValidationSpec(_Strict):
@@ -735,11 +811,13 @@ class ModelSpec(_Strict):
     # field path -> the string as the spec wrote it, for values that held ${VAR} references (see parse_spec)
     _as_written: dict[tuple[str | int, ...], str] = PrivateAttr(default_factory=dict)
 
-    @field_validator("validation")
+    @field_validator("evaluation", "validation")
     @classmethod
-    def _column_rules_name_known_columns(cls, v: ValidationSpec, info: ValidationInfo) -> ValidationSpec:
+    def _name_data_columns(cls, v: EvaluationSpec | ValidationSpec, info: ValidationInfo) -> Any:
+        """Slices and column rules must name columns of the data (checked against features, target, timestamp)."""
         if {"features", "target", "timestamp_column"} <= set(info.data):  # otherwise those were reported
-            _check_column_rules(v, info.data["features"], info.data["target"].column, info.data["timestamp_column"])
+            check = _check_slices if info.field_name == "evaluation" else _check_column_rules
+            check(v, info.data["features"], info.data["target"].column, info.data["timestamp_column"])
         return v
 
     @field_validator("partition_start")

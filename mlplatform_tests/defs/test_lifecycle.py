@@ -1,6 +1,7 @@
 """End-to-end lifecycle through Dagster on a real instance and a real MLflow SQLite store."""
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -53,7 +54,8 @@ def test_train_promote_reject_rollback_with_audit(platform_env, small_source, ca
     second = _run(platform_env)
     assert second["success"], second
     assert second["assets"]["deployed_endpoint"]["promoted"] is False
-    assert "min_improvement" in second["assets"]["deployed_endpoint"]["reason"]
+    # A constant predictor is refused by the baseline check before the champion comparison.
+    assert "not better than the baseline prior" in second["assets"]["deployed_endpoint"]["reason"]
     assert str(registry.champion("small_churn").version) == "1"
     assert str(registry.alias_version("small_churn", "challenger").version) == "2"
     # The evaluation is attached to the challenger's run: both models' scores on the same holdout.
@@ -62,11 +64,22 @@ def test_train_promote_reject_rollback_with_audit(platform_env, small_source, ca
     assert run2.data.metrics["champion_roc_auc"] == pytest.approx(run.data.metrics["holdout_roc_auc"])
     evaluation = {a.path for a in registry.client.list_artifacts(run2.info.run_id, "evaluation")}
     assert "evaluation/decision.json" in evaluation and any(p.endswith(".html") for p in evaluation)
+    # The gate's rigor is on the run: the paired interval vs the champion and the baselines.
+    assert "evaluation/rigor.json" in evaluation
+    assert run2.data.metrics["gate.delta_upper"] < 0 and run2.data.metrics["gate.rows"] > 0
+    assert run2.data.metrics["baseline.prior.roc_auc"] == pytest.approx(0.5)
 
-    # A better-enough third model is promoted over v1.
+    # A better-enough third model is promoted over v1 (when its gain is significant); sliced by region and age.
     write_small_spec(platform_models, small_source, estimator="sklearn.ensemble.HistGradientBoostingClassifier",
-                     params="{max_iter: 60, learning_rate: 0.1}")
+                     params="{max_iter: 60, learning_rate: 0.1}",
+                     promotion="{min_slice_rows: 50}", evaluation="{slices: [region, {column: age, bins: [35, 50]}]}")
     third = _run(platform_env)
+    assert second["assets"]["evaluation_report"]["gate.delta_upper"] < 0
+    assert third["assets"]["evaluation_report"]["slices.age.largest_gap"] >= 0
+    run3 = registry.client.get_run(registry.get_version("small_churn", "3").run_id)
+    slices = json.loads(registry.download_artifact(run3.info.run_id, "evaluation/slices.json"))
+    assert {s["slice"] for s in slices["slices"] if s["column"] == "age"} == {"< 35", "[35, 50)", ">= 50", "(missing)"}
+    assert sum(s["rows"] for s in slices["slices"] if s["column"] == "region") == run3.data.metrics["gate.rows"]
     promoted = third["assets"]["deployed_endpoint"]["promoted"]
     expected_champion = "3" if promoted else "1"
     assert str(registry.champion("small_churn").version) == expected_champion
@@ -74,7 +87,9 @@ def test_train_promote_reject_rollback_with_audit(platform_env, small_source, ca
     audit = registry.audit_records("small_churn")
     assert [a["decision"] for a in audit[:2]] == ["promoted", "kept_champion"]
     assert audit[0]["to_version"] == "1" and audit[0]["from_version"] is None
-    assert audit[1]["to_version"] == "2" and "min_improvement" in audit[1]["reason"]
+    assert audit[1]["to_version"] == "2" and "baseline prior" in audit[1]["reason"]
+    assert audit[1]["details"]["interval"]["upper"] < 0 and audit[1]["details"]["require"] == "significant"
+    assert audit[0]["details"]["baselines"]["linear"]["estimator"] == "LogisticRegression"
     assert all(a["dagster_run_id"] for a in audit)
     # The local mirror holds the same records.
     assert [r["decision"] for r in read_records(platform_env.audit_log_path)] == [a["decision"] for a in audit]

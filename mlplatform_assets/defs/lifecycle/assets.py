@@ -28,7 +28,7 @@ from mlplatform_assets.defs.resources import (
 )
 from mlplatform_assets.lib.data import datasource, validation
 from mlplatform_assets.lib.data.hashing import code_version
-from mlplatform_assets.lib.model import lifecycle
+from mlplatform_assets.lib.model import lifecycle, rigor
 from mlplatform_assets.lib.model.evaluation import quality_report_html
 from mlplatform_assets.lib.model.features import DatasetError, TrainingDataset
 from mlplatform_assets.lib.model.report import evaluation_markdown, mlflow_artifact_url
@@ -238,6 +238,8 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             report = Path(tmp) / report_name
             quality_report_html(spec, features.holdout, ev.challenger_predictions, report,
                                 reference=ev.champion_predictions)
+            if "rigor" in ev.extra:  # intervals, baselines, slices (gate.*, baseline.*, evaluation/slices.json)
+                rigor.log_to_mlflow(registry.client, trained_model["run_id"], ev.extra["rigor"])
             registry.log_evaluation(name, version, trained_model["run_id"], report, ev.decision.as_dict(),
                                     ev.champion_metrics, spec.metrics.primary)
         report_uri = f"runs:/{trained_model['run_id']}/evaluation/{report_name}"
@@ -256,6 +258,8 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             "quarantined_days": dg.MetadataValue.json([str(d) for d in features.quarantined_days]),
             **_floats(ev.challenger_metrics, "challenger_"),
             **_floats(ev.champion_metrics or {}, "champion_"),
+            "gate_require": dg.MetadataValue.text(ev.decision.require),
+            **_floats(rigor.mlflow_metrics(ev.extra["rigor"]) if "rigor" in ev.extra else {}),
         }
         if ev.decision.delta is not None:
             metadata[f"delta_{spec.metrics.primary}"] = dg.MetadataValue.float(ev.decision.delta)

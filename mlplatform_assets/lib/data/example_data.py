@@ -57,11 +57,15 @@ def customer_churn(day: dt.date, rows: int = 1800, drift: bool = False) -> pd.Da
         payment = rng.choice(["card", "bank_transfer", "paypal", "voucher"], n, p=[0.2, 0.2, 0.2, 0.4]).astype(object)
     region = rng.choice(regions, n, p=region_p / region_p.sum())
     logit = (
-        -1.1
+        -1.3
         + 0.9 * (contract == "monthly") - 0.8 * (contract == "two_year")
         - 0.035 * tenure + 0.018 * (monthly - 55) + 0.35 * support_calls
         + 0.06 * last_login - 0.012 * usage + 0.4 * (payment == "voucher")
         + 0.3 * (region == "coastal") - 0.01 * (age - 42)
+        # Thresholds and an interaction, as in real churn: two weeks without a login, the first months of a
+        # contract, repeated support calls on a monthly plan. A linear model cannot draw them; trees can.
+        + 1.0 * (last_login > 14) + 0.8 * (tenure < 6)
+        + 0.6 * ((support_calls >= 3) & (contract == "monthly"))
     )
     churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
     df = pd.DataFrame({

@@ -36,6 +36,9 @@ class TrainingDataset:
     holdout_days: list[dt.date]
     data_sha256: str
     quarantined_days: list[dt.date] = field(default_factory=list)  # window days left out (validation.on_failure)
+    # Slice columns that are no feature (evaluation.slices, e.g. a sensitive attribute): in train/holdout for
+    # evaluation only; X() never returns them, so the model never sees them.
+    evaluation_columns: list[str] = field(default_factory=list)
 
     @property
     def feature_columns(self) -> list[str]:
@@ -84,6 +87,12 @@ def build_dataset(spec: ModelSpec, frames: dict[dt.date, pd.DataFrame], numeric:
     holdout_n = min(spec.training.holdout_days, len(days) - 1)
     train_days, holdout_days = days[:-holdout_n], days[-holdout_n:]
     cols = [spec.timestamp_column, *numeric, *categorical, spec.target.column]
+    evaluation_columns = [s.column for s in spec.evaluation.slices if s.column not in cols]
+    absent = sorted({c for c in evaluation_columns for d in days if c not in frames[d].columns})
+    if absent:
+        raise DatasetError(f"evaluation.slices: column(s) {absent} are not in the validated data (re-materialize "
+                           "raw_data after adding a slice column)")
+    cols += evaluation_columns
     train = pd.concat([frames[d][cols] for d in train_days], ignore_index=True)
     holdout = pd.concat([frames[d][cols] for d in holdout_days], ignore_index=True)
     if spec.training.max_rows and len(train) > spec.training.max_rows:
@@ -96,7 +105,8 @@ def build_dataset(spec: ModelSpec, frames: dict[dt.date, pd.DataFrame], numeric:
     whole = pd.concat([train, holdout], ignore_index=True)
     return TrainingDataset(train=train, holdout=holdout, numeric=list(numeric), categorical=list(categorical),
                            target=spec.target.column, timestamp=spec.timestamp_column,
-                           train_days=train_days, holdout_days=holdout_days, data_sha256=frame_sha256(whole))
+                           train_days=train_days, holdout_days=holdout_days, data_sha256=frame_sha256(whole),
+                           evaluation_columns=evaluation_columns)
 
 
 def needs_scaling(spec: ModelSpec) -> bool:

@@ -42,6 +42,7 @@ from mlplatform_assets.lib.model.registry import (
     Registry,
     RegistryError,
 )
+from mlplatform_assets.lib.model.rigor import assess
 from mlplatform_assets.lib.model.training import (
     FitResult,
     compute_metrics,
@@ -240,10 +241,10 @@ def evaluate_challenger(spec: ModelSpec, registry: Registry, challenger_version:
         ev.extra["importance"] = importance.measure_and_log(
             spec, registry, challenger_version, dataset.X("holdout"), dataset.y("holdout"),
             ev.decision.champion_version if ev.champion_metrics else None)
+    ev.extra["search"] = search.recorded_summary(spec, registry, challenger_version)  # for the report
     # How fast this pipeline goes stale (backtest; logged on the challenger's run, read by the staleness alert).
     ev.extra["staleness"] = staleness.measure_and_log(spec, registry, challenger_version, dataset,
                                                       ev.challenger_predictions)
-    ev.extra["search"] = search.recorded_summary(spec, registry, challenger_version)  # for the report
     return ev
 
 
@@ -267,14 +268,17 @@ def _evaluate(spec: ModelSpec, registry: Registry, challenger_version: str, data
             # compared, so the challenger must win on the floor alone; say so in the reason.
             champ_metrics = None
             champ_version_note = f"champion v{champ_version} could not score this holdout: {exc}"
-            decision = decide_promotion(spec, challenger_version, ch_metrics[spec.metrics.primary], None, None)
+            rigor = assess(spec, dataset, ch_preds, None)
+            decision = decide_promotion(spec, challenger_version, ch_metrics[spec.metrics.primary], None, None, rigor)
             decision.reason = f"{champ_version_note}; {decision.reason}"
             decision.champion_version = champ_version
-            return Evaluation(decision, ch_metrics, None, ch_preds, None)
+            return Evaluation(decision, ch_metrics, None, ch_preds, None, extra={"rigor": rigor.as_dict()})
     primary = spec.metrics.primary
+    # Interval vs the champion, baselines and slices on the same holdout rows (lib/model/rigor.py).
+    rigor = assess(spec, dataset, ch_preds, champ_preds)
     decision = decide_promotion(spec, challenger_version, ch_metrics[primary], champ_version,
-                                champ_metrics[primary] if champ_metrics else None)
-    return Evaluation(decision, ch_metrics, champ_metrics, ch_preds, champ_preds)
+                                champ_metrics[primary] if champ_metrics else None, rigor)
+    return Evaluation(decision, ch_metrics, champ_metrics, ch_preds, champ_preds, extra={"rigor": rigor.as_dict()})
 
 
 def apply_decision(spec: ModelSpec, registry: Registry, decision: PromotionDecision, actor: str,

@@ -143,14 +143,6 @@ def importance_section(r: ReportInput) -> str | None:
             f"rows, {imp['repeats']} shuffles{f', vs champion v{vs}' if vs else ''})\n\n" + _table(header, rows))
 
 
-def staleness_section(r: ReportInput) -> str | None:
-    """The backtest of quality against model age (lib/model/staleness.py): curve, decay and cadence."""
-    from mlplatform_assets.lib.model.staleness import markdown
-
-    data = r.evaluation.extra.get("staleness")
-    return markdown(data) if data else None
-
-
 def search_section(r: ReportInput) -> str | None:
     """The hyperparameter search that chose the challenger's params (lib/model/search.py)."""
     found = r.evaluation.extra.get("search")
@@ -168,9 +160,66 @@ def search_section(r: ReportInput) -> str | None:
             + _table(["trial", "round", "rows", f"CV {found['metric']}", "params"], rows))
 
 
+def _interval(iv: dict[str, Any] | None) -> str:
+    if not iv or iv.get("lower") is None or iv["lower"] != iv["lower"]:
+        return "–"
+    return f"{iv['delta']:+.4f} [{iv['lower']:+.4f}, {iv['upper']:+.4f}]"
+
+
+def uncertainty_section(r: ReportInput) -> str | None:
+    """The gain over the champion with its paired confidence interval (lib/model/rigor.py)."""
+    rigor = r.evaluation.extra.get("rigor")
+    if not rigor or not rigor.get("versus_champion"):
+        return None
+    iv = rigor["versus_champion"]
+    method = {"delong": "DeLong", "bootstrap": f"paired bootstrap, {iv.get('resamples')} resamples"}.get(
+        iv["method"], iv["method"])
+    judged = "lower bound" if r.evaluation.decision.require == "significant" else "point estimate"
+    return (f"#### Gain over the champion ({rigor['metric']})\n\n"
+            f"{_interval(iv)} at {rigor['confidence']:.0%} confidence on {iv['rows']} holdout rows ({method}); "
+            f"the gate requires the {judged} to clear min improvement {r.evaluation.decision.min_improvement:g}.")
+
+
+def baselines_section(r: ReportInput) -> str | None:
+    """Challenger vs simple baselines trained on the same window (never registered)."""
+    rigor = r.evaluation.extra.get("rigor")
+    if not rigor or not rigor.get("baselines"):
+        return None
+    metric = rigor["metric"]
+    rows = [["challenger", "", r.evaluation.challenger_metrics.get(metric), "–"]]
+    rows += [[b["name"], b["estimator"], b["metrics"].get(metric), _interval(b["versus"])] for b in rigor["baselines"]]
+    return (f"#### Baselines ({metric}, holdout)\n\n"
+            + _table(["model", "estimator", metric, "challenger minus baseline [interval]"], rows))
+
+
+def slices_section(r: ReportInput) -> str | None:
+    """Per-slice primary metric, challenger vs champion, and the largest gap between slices (parity)."""
+    rigor = r.evaluation.extra.get("rigor")
+    if not rigor or not rigor.get("slices"):
+        return None
+    rows = [[s["column"], s["slice"], s["rows"], s["challenger"], s["champion"],
+             _interval(s) if s["delta"] is not None else "–", "yes" if s["gated"] else "too few rows"]
+            for s in rigor["slices"]]
+    text = (f"#### Slices ({rigor['metric']})\n\n"
+            + _table(["column", "slice", "rows", "challenger", "champion", "difference [interval]", "gated"], rows))
+    for g in rigor.get("slice_gaps", []):
+        text += (f"\n\nLargest gap in {g['column']}: {g['gap']:.4f} between {g['best']} ({g['best_value']:.4f}) "
+                 f"and {g['worst']} ({g['worst_value']:.4f}).")
+    return text
+
+
+def staleness_section(r: ReportInput) -> str | None:
+    """The backtest of quality against model age (lib/model/staleness.py): curve, decay and cadence."""
+    from mlplatform_assets.lib.model.staleness import markdown
+
+    data = r.evaluation.extra.get("staleness")
+    return markdown(data) if data else None
+
+
 Section = Callable[[ReportInput], "str | None"]
 SECTIONS: list[Section] = [decision_section, metrics_section, per_class_section, residual_section, importance_section,
-                           search_section, staleness_section]
+                           search_section, uncertainty_section, baselines_section, slices_section,
+                           staleness_section]
 
 
 def evaluation_markdown(spec: ModelSpec, evaluation: Any, y_true: pd.Series, report_url: str | None = None) -> str:

@@ -3,23 +3,12 @@
 import pytest
 
 from mlplatform_assets.lib.model.evaluation import decide_promotion
-from mlplatform_assets.lib.spec import parse_spec
+from mlplatform_tests.lib.model.test_rigor import make_spec
 
-BASE = """
-name: m
-task: {task}
-source: {{uri: /tmp/x}}
-timestamp_column: t
-partition_start: 2026-01-01
-target: {{column: y}}
-features: {{numeric: [a]}}
-estimator: {{class_path: {est}}}
-metrics: {{primary: {metric}}}
-promotion: {{min_improvement: 0.01, absolute_floor: {floor}}}
-"""
-CLS = parse_spec(BASE.format(task="classification", est="sklearn.linear_model.LogisticRegression",
-                             metric="roc_auc", floor=0.7))
-REG = parse_spec(BASE.format(task="regression", est="sklearn.linear_model.Ridge", metric="rmse", floor=10))
+# The point-estimate rule alone (no interval, no baselines): test_rigor.py covers the default rigor.
+POINT_ONLY = "{min_improvement: 0.01, absolute_floor: %s, require: point, must_beat_baseline: false}"
+CLS = make_spec(POINT_ONLY % 0.7)
+REG = make_spec(POINT_ONLY % 10, task="regression", metric="rmse")
 
 
 @pytest.mark.parametrize("spec, ch, champ, promote, reason", [

@@ -194,7 +194,10 @@ def test_family_lifecycle_serves_and_hot_swaps(family, platform_env, small_sourc
     require(family)
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # the server sets it; restored after
     class_path, weak, strong, _ = FAMILIES[family]
-    spec_path = write_small_spec(Path(platform_env.models_dir), small_source, estimator=class_path, params=weak)
+    # The weak first model (a stump) is no better than the linear baseline by design: the baseline check is off so
+    # that it becomes the champion the strong one then replaces.
+    spec_path = write_small_spec(Path(platform_env.models_dir), small_source, estimator=class_path, params=weak,
+                                 promotion="{must_beat_baseline: false}")
     first = run_lifecycle(platform_env, ["small_churn"], SMALL_END)[0]
     assert first["success"], first
     registry = Registry(MlflowSettings.from_config(platform_env))
