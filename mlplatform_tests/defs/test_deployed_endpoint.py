@@ -20,7 +20,8 @@ def _predict(url: str, row: dict) -> dict:
 def test_promotion_reaches_the_live_endpoint(platform_env, small_source):
     models = Path(platform_env.models_dir)
     spec_path = write_small_spec(models, small_source, estimator="sklearn.dummy.DummyClassifier",
-                                 params="{strategy: prior}")
+                                 params="{strategy: prior}",
+                                 promotion="{must_beat_baseline: false}")  # a constant is no better than the prior baseline
     assert run_lifecycle(platform_env, ["small_churn"], SMALL_END)[0]["success"]  # v1: a weak first champion
 
     server = ThreadedServer(create_app("small_churn", platform_env, poll_interval_s=0.5, prediction_log=False,

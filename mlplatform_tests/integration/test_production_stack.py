@@ -310,7 +310,10 @@ def stack(tmp_path_factory):
                     # MLflow's client retries a dead server for minutes by default; the outage test needs seconds.
                     platform_overrides={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
                                         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"})
-    st.write_spec(NAME, small_spec_yaml(st.source_uri(NAME)) + st.serving_block())
+    # v1 is trained on shuffled labels on purpose (no better than the baselines): the baseline check is off so it
+    # becomes the weak champion the drift-triggered retrain replaces.
+    st.write_spec(NAME, small_spec_yaml(st.source_uri(NAME), promotion="{must_beat_baseline: false}")
+                  + st.serving_block())
     try:
         try:
             st.up()

@@ -122,7 +122,8 @@ def test_delayed_labels_below_floor_roll_back_the_serving_version(platform_env, 
     from mlplatform_assets.lib.monitoring.alerts import read_alerts
 
     models = Path(platform_env.models_dir)
-    write_small_spec(models, small_source, estimator="sklearn.dummy.DummyClassifier", params="{strategy: prior}")
+    write_small_spec(models, small_source, estimator="sklearn.dummy.DummyClassifier", params="{strategy: prior}",
+                     promotion="{must_beat_baseline: false}")  # a constant is no better than the prior baseline
     assert run_lifecycle(platform_env, ["small_churn"], SMALL_END)[0]["success"]  # v1: constant scores
     spec_path = write_small_spec(models, small_source)  # v2: logistic regression, promoted over v1
     spec_path.write_text(spec_path.read_text() + "drift: {quality_floor: 0.99, auto_rollback: true}\n")
