@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from mlplatform_assets.lib.data.timestamps import parse_utc
 from mlplatform_assets.lib.model.features import TrainingDataset, build_pipeline, fit_pipeline
 from mlplatform_assets.lib.model.training import compute_metrics, predict_frame
 from mlplatform_assets.lib.spec import ModelSpec
@@ -122,7 +123,7 @@ def backtest(spec: ModelSpec, dataset: TrainingDataset, holdout_predictions: pd.
 def _row_days(timestamps: pd.Series) -> np.ndarray:
     """Each row's calendar day (UTC for aware timestamps) as datetime64[ns] at midnight."""
     # to_datetime on a column that already is datetime64 still walks every value (its cache check): skip it.
-    ts = timestamps if pd.api.types.is_datetime64_any_dtype(timestamps) else pd.to_datetime(timestamps)
+    ts = timestamps if pd.api.types.is_datetime64_any_dtype(timestamps) else parse_utc(timestamps)
     if ts.dt.tz is not None:
         ts = ts.dt.tz_convert(None)
     return ts.dt.normalize().to_numpy()
