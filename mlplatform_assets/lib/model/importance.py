@@ -146,7 +146,7 @@ def measure_and_log(spec: ModelSpec, registry: Any, challenger_version: str, X: 
         if row["importance"] != row["importance"]:  # undefined (NaN) on these rows: not a metric
             continue
         client.log_metric(run_id, metric_key(row["feature"]), row["importance"])
-        if row.get("change") is not None:
+        if row.get("change") is not None and row["change"] == row["change"]:
             client.log_metric(run_id, metric_key(row["feature"]).replace("importance.", "importance_change.", 1),
                               row["change"])
     return report
