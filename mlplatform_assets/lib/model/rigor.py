@@ -25,7 +25,7 @@ from mlplatform_assets.lib.spec import EstimatorSpec, ModelSpec, SliceSpec
 
 # A linear model on ~tens of features has converged long before this many rows; the cap bounds the cost of the
 # baseline at any window size (a slightly weaker baseline only makes the check more lenient, never stricter).
-BASELINE_MAX_TRAIN_ROWS = 30_000
+BASELINE_MAX_TRAIN_ROWS = 10_000
 # Categorical slices: the most frequent levels, the rest pooled as "(other)".
 MAX_SLICE_LEVELS = 20
 MISSING_SLICE = "(missing)"

@@ -139,17 +139,19 @@ def _resampled(task: str, metric: str, y: np.ndarray, predictions: pd.DataFrame,
         return out
     pred = predictions["prediction"].to_numpy()
     if task == "regression":
-        yt, yp = y.astype(float)[idx], pred.astype(float)[idx]
-        err = yp - yt
+        # Per-row losses first, then one gather per resample matrix: the cost is the gather, not the arithmetic.
+        yf = y.astype(float)
+        err = pred.astype(float) - yf
         if metric == "rmse":
-            return np.sqrt(np.mean(err ** 2, axis=1))
+            return np.sqrt(np.mean((err ** 2)[idx], axis=1))
         if metric == "mae":
-            return np.mean(np.abs(err), axis=1)
+            return np.mean(np.abs(err)[idx], axis=1)
         if metric == "mape":  # scikit-learn's definition: |error| / max(|y|, eps)
-            return np.mean(np.abs(err) / np.maximum(np.abs(yt), np.finfo(np.float64).eps), axis=1)
-        sst = np.sum((yt - yt.mean(axis=1, keepdims=True)) ** 2, axis=1)
+            return np.mean((np.abs(err) / np.maximum(np.abs(yf), np.finfo(np.float64).eps))[idx], axis=1)
+        yt = yf[idx]
+        sst = np.sum((yt - yt.mean(axis=1, keepdims=True)) ** 2, axis=1)  # centred: no cancellation at large y
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(sst > 0, 1.0 - np.sum(err ** 2, axis=1) / sst, np.nan)
+            return np.where(sst > 0, 1.0 - np.sum((err ** 2)[idx], axis=1) / sst, np.nan)
     if metric == "accuracy":
         return np.mean((pred == y)[idx], axis=1)
     pos = _positive_label(y, positive_class)
