@@ -212,10 +212,16 @@ def realized_quality(spec: ModelSpec, labeled: pd.DataFrame, predictions: pd.Dat
 
 # --- offline vs online agreement and champion staleness (read by the model_performance asset) ---
 def holdout_metric(registry: Registry, model: str, version: str, metric: str) -> float | None:
-    """The version's holdout ``metric`` as recorded at training (its ``mlplatform.holdout_metrics`` tag)."""
+    """The version's holdout ``metric`` as recorded at training (its ``mlplatform.holdout_metrics`` tag); None when
+    the version or the record is gone (predictions can outlive a version cleaned up after a crashed run)."""
     import json
 
-    tags = registry.get_version(model, str(version)).tags or {}
+    from mlplatform_assets.lib.model.registry import RegistryError
+
+    try:
+        tags = registry.get_version(model, str(version)).tags or {}
+    except RegistryError:
+        return None
     value = json.loads(tags.get("mlplatform.holdout_metrics") or "{}").get(metric)
     return float(value) if isinstance(value, (int, float)) and value == value else None
 
