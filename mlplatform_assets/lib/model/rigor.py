@@ -125,9 +125,13 @@ def fit_baselines(spec: ModelSpec, dataset: TrainingDataset) -> dict[str, tuple[
     X_holdout = dataset.X("holdout")
     out = {}
     for name, (class_path, params) in BASELINES[spec.task].items():
-        # The spec's own pipeline (custom transformers, imputation, encoding) with the baseline as its estimator,
-        # scaled because linear models need it; the dummy ignores its input.
         estimator = EstimatorSpec.model_construct(class_path=class_path, params=params, scale_numeric="always")
+        if name in TRIVIAL_BASELINES:  # a constant ignores its input: nothing to preprocess
+            model = estimator.load_class()(**params).fit(dataset.X("train"), dataset.y("train"))
+            out[name] = (class_path, predict_frame(model, X_holdout, spec.task))
+            continue
+        # The spec's own pipeline (custom transformers, imputation, encoding) with the baseline as its estimator,
+        # scaled because linear models need it.
         baseline_spec = spec.model_copy(update={"estimator": estimator})
         pipeline = build_pipeline(baseline_spec, dataset.numeric, dataset.categorical)
         with warnings.catch_warnings():
