@@ -97,3 +97,49 @@ def test_report_section_shows_the_top_features_against_the_champion():
     assert lines[4].startswith("| a |") and lines[5].startswith("| b |") and len(lines) == 6  # top_k rows
     assert "| 0.0000 | 1 |" in lines[4]  # the same model: no change, same rank
     assert importance_section(ReportInput(spec, SimpleNamespace(extra={}), y)) is None
+
+
+def test_vectorised_auc_equals_roc_auc_score_with_ties_and_one_class():
+    from sklearn.metrics import roc_auc_score
+
+    from mlplatform_assets.lib.model.importance import roc_auc_by_block
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    scores = np.round(rng.random((4, 300)), 1)  # many ties
+    assert roc_auc_by_block(y, scores) == pytest.approx([roc_auc_score(y, s) for s in scores], abs=1e-12)
+    assert np.isnan(roc_auc_by_block(np.ones(5), rng.random((2, 5)))).all()
+
+
+def test_classifier_importance_uses_the_positive_class_probability():
+    from sklearn.linear_model import LogisticRegression
+
+    spec = parse_spec("""
+name: clf
+task: classification
+source: {uri: /nonexistent/clf.parquet}
+timestamp_column: ts
+partition_start: 2026-01-01
+target: {column: y, positive_class: 1}
+features: {numeric: [a, b, noise]}
+estimator: {class_path: sklearn.linear_model.LogisticRegression}
+metrics: {primary: roc_auc}
+""", "clf.yaml", {})
+    X, signal = data()
+    y = (signal > 0).astype(int)
+    table = permutation_importance(spec, LogisticRegression().fit(X, y), X, y, repeats=2, seed=0)
+    assert table["a"]["importance"] > table["b"]["importance"] > 0.02 and abs(table["noise"]["importance"]) < 0.01
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae", "r2", "mape"])
+def test_block_scores_equal_the_platform_metric(metric):
+    from mlplatform_assets.lib.model.importance import _block_scores
+    from mlplatform_assets.lib.model.training import compute_metrics
+
+    spec = regression_spec(metric=metric)
+    rng = np.random.default_rng(1)
+    y = pd.Series(rng.normal(5, 2, 200))
+    preds = pd.DataFrame({"prediction": rng.normal(5, 2, 600)})
+    expected = [compute_metrics("regression", [metric], y, preds.iloc[b * 200:(b + 1) * 200].reset_index(drop=True))
+                [metric] for b in range(3)]
+    assert _block_scores(spec, y, preds, 3) == pytest.approx(expected, rel=1e-12)
