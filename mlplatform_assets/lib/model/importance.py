@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlplatform_assets.lib.model.training import compute_metrics, predict_frame
+from mlplatform_assets.lib.model.training import compute_metrics, positive_class_probability, predict_frame
 from mlplatform_assets.lib.spec import ModelSpec
 
 IMPORTANCE_ARTIFACT = "evaluation/importance.json"
@@ -55,7 +55,8 @@ def _block_scores(spec: ModelSpec, y: pd.Series, preds: pd.DataFrame, blocks: in
     if spec.metrics.primary == "roc_auc" and "probability" in preds:
         labels = y.to_numpy()
         positive = spec.target.positive_class if spec.target.positive_class is not None else np.unique(labels).max()
-        return roc_auc_by_block(labels == positive, preds["probability"].to_numpy(dtype=float).reshape(blocks, n))
+        scores = positive_class_probability(labels, preds, positive)
+        return roc_auc_by_block(labels == positive, scores.reshape(blocks, n))
     if spec.metrics.primary in _REGRESSION_BY_BLOCK:
         truth = y.to_numpy(dtype=float)
         return _REGRESSION_BY_BLOCK[spec.metrics.primary](truth, preds["prediction"].to_numpy(dtype=float)

@@ -143,3 +143,31 @@ def test_block_scores_equal_the_platform_metric(metric):
     expected = [compute_metrics("regression", [metric], y, preds.iloc[b * 200:(b + 1) * 200].reset_index(drop=True))
                 [metric] for b in range(3)]
     assert _block_scores(spec, y, preds, 3) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("positive_class", [0, 1])
+def test_block_auc_equals_the_platform_metric_whichever_label_is_positive(positive_class):
+    from mlplatform_assets.lib.model.importance import _block_scores
+    from mlplatform_assets.lib.model.training import compute_metrics
+
+    spec = parse_spec(f"""
+name: clf
+task: classification
+source: {{uri: /nonexistent/clf.parquet}}
+timestamp_column: ts
+partition_start: 2026-01-01
+target: {{column: y, positive_class: {positive_class}}}
+features: {{numeric: [a]}}
+estimator: {{class_path: sklearn.linear_model.LogisticRegression}}
+metrics: {{primary: roc_auc}}
+""", "clf.yaml", {})
+    rng = np.random.default_rng(2)
+    y = pd.Series(rng.integers(0, 2, 150))
+    # "probability" is P(label 1), informative: with positive class 0 the AUC is computed on 1 - p.
+    preds = pd.DataFrame({"probability": np.clip(np.tile(y.to_numpy(), 3) * 0.3 + rng.random(450) * 0.7, 0, 1)})
+    preds["prediction"] = (preds["probability"] > 0.5).astype(int)
+    expected = [compute_metrics("classification", ["roc_auc"], y, preds.iloc[b * 150:(b + 1) * 150]
+                                .reset_index(drop=True), positive_class)["roc_auc"] for b in range(3)]
+    got = _block_scores(spec, y, preds, 3)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert min(got) > 0.6  # the informative score ranks the positive class first either way
