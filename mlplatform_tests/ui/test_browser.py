@@ -143,9 +143,10 @@ def test_evaluation_summary_is_rendered_and_opens_the_evidently_report(cockpit, 
         summary = page.get_by_role("dialog")
     else:
         summary = cell
-    summary.get_by_role("heading", name=f"{CHURN}: challenger v1 vs no champion yet").wait_for()
+    decision = summary.get_by_role("heading", name=f"{CHURN}: challenger v1 vs no champion yet")
     summary.get_by_role("heading", name="Per class (holdout)").wait_for()
     assert summary.locator("strong", has_text="PROMOTE").count() == 1
+    decision.scroll_into_view_if_needed()  # the decision first, as a person opening it sees it
     page.screenshot(path=shots / "05_evaluation_summary.png")
 
     report = summary.get_by_role("link", name="Full Evidently report")
@@ -230,6 +231,7 @@ def test_sensor_turned_on_from_the_automation_page_ticks(cockpit, page, shots):
     page.goto(f"{cockpit.dagster_url}/locations/{LOCATION}/sensors/{sensor}")
     # Ticks every few seconds (MLPLATFORM_SENSOR_INTERVAL_S=3): the tick history fills while we watch.
     page.get_by_text(re.compile(r"^(Skipped|Failure|\d+ runs? requested)$")).first.wait_for(timeout=120_000)
+    page.get_by_role("button", name="View logs").first.wait_for()  # the tick history table has rows
     page.screenshot(path=shots / "13_sensor_ticks.png")
     state = graphql(cockpit.dagster_url, """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) {
         ... on Sensor { sensorState { status ticks(limit: 5) { status } } } } }""",
