@@ -21,7 +21,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Sequence
 from urllib.parse import unquote
 
 import yaml
@@ -319,7 +319,27 @@ class AddedColumns(_Strict):
         return [*self.numeric, *self.categorical]
 
 
-class TransformerSpec(_Strict):
+class _TrustedClass(_Strict):
+    """A class named by its dotted path, allowed by the trust list before anything is imported, and the
+    parameters of its constructor (checked by the class itself). Subclasses say how to load the class."""
+
+    _load_class: ClassVar  # (class_path, trusted module prefixes) -> class; raises ValueError naming the problem
+
+    @field_validator("class_path", check_fields=False)
+    @classmethod
+    def _class_allowed(cls, v: str, info: ValidationInfo) -> str:
+        cls._load_class(v, _trusted(info))
+        return v
+
+    @field_validator("params", check_fields=False)
+    @classmethod
+    def _params_accepted(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "class_path" in info.data:  # otherwise class_path itself was reported
+            build_estimator(cls._load_class(info.data["class_path"], _trusted(info)), v)
+        return v
+
+
+class TransformerSpec(_TrustedClass):
     """A custom feature transformer from an operator-trusted module, run before the standard preprocessing.
 
     It receives the model's input features as a DataFrame and must return a DataFrame that still holds
@@ -330,19 +350,7 @@ class TransformerSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     adds: AddedColumns = Field(default_factory=AddedColumns,
                                description="Columns the transformer adds: numeric and/or categorical")
-
-    @field_validator("class_path")
-    @classmethod
-    def _trusted_transformer(cls, v: str, info: ValidationInfo) -> str:
-        load_transformer_class(v, _trusted(info))
-        return v
-
-    @field_validator("params")
-    @classmethod
-    def _params_accepted(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        if "class_path" in info.data:  # otherwise class_path itself was reported
-            build_estimator(load_transformer_class(info.data["class_path"], _trusted(info)), v)
-        return v
+    _load_class: ClassVar = staticmethod(load_transformer_class)
 
     def build(self) -> Any:
         """A new, unfitted instance (the trust list applies here too: the environment decides)."""
@@ -447,24 +455,12 @@ def _check_search_space(cls: type, params: Mapping[str, Any], search: SearchSpec
 # --- end of hyperparameter search -------------------------------------------------------------------------
 
 
-class EstimatorSpec(_Strict):
+class EstimatorSpec(_TrustedClass):
     class_path: str = Field(description="e.g. sklearn.ensemble.HistGradientBoostingClassifier")
     params: dict[str, Any] = Field(default_factory=dict)
     scale_numeric: Literal["auto", "always", "never"] = "auto"
     search: SearchSpec | None = Field(default=None, description="Optional hyperparameter search (lib/model/search.py)")
-
-    @field_validator("class_path")
-    @classmethod
-    def _allowed_estimator(cls, v: str, info: ValidationInfo) -> str:
-        load_estimator_class(v, _trusted(info))
-        return v
-
-    @field_validator("params")
-    @classmethod
-    def _params_accepted(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        if "class_path" in info.data:  # otherwise class_path itself was reported
-            build_estimator(load_estimator_class(info.data["class_path"], _trusted(info)), v)
-        return v
+    _load_class: ClassVar = staticmethod(load_estimator_class)
 
     @model_validator(mode="after")
     def _search_space_accepted(self, info: ValidationInfo) -> "EstimatorSpec":
