@@ -12,12 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Mapping, Sequence
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from mlplatform_assets.lib.serving.server import free_port  # noqa: F401 - the stack's processes use it too
 
 
 def stop_process_group(proc: subprocess.Popen, term_timeout: float = 15.0) -> None:

@@ -157,6 +157,7 @@ class ThreadedServer:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that was free a moment ago (bind to port 0, read it back)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
