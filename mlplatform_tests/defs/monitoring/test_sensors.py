@@ -22,6 +22,7 @@ from mlplatform_assets.defs import names
 from mlplatform_assets.defs.lifecycle.assets import daily_partitions
 from mlplatform_assets.defs.monitoring import sensors as S
 from mlplatform_assets.defs.resources import build_resources
+from mlplatform_assets.lib import config
 from mlplatform_assets.lib.config import ensure_dirs
 from mlplatform_assets.lib.data import example_data
 from mlplatform_assets.lib.monitoring.alerts import read_alerts
@@ -282,7 +283,7 @@ def test_cursor_does_not_advance_when_the_tick_errors(env):
 # --- new-data and monitoring sensors ----------------------------------------------------------
 
 def test_new_data_sensor_requests_each_day_once_per_content(env, monkeypatch):
-    monkeypatch.setenv(S.ENV_NEW_DATA_MAX, "6")  # bounded per tick, oldest first
+    monkeypatch.setenv(config.ENV_NEW_DATA_MAX, "6")  # bounded per tick, oldest first
     out = env.tick("new_data_sensor", None)
     requested = sorted(r.partition_key for r in out.run_requests)
     assert requested == [str(d) for d in SMALL_DAYS[:6]]
@@ -291,7 +292,7 @@ def test_new_data_sensor_requests_each_day_once_per_content(env, monkeypatch):
         assert r.tags[S.TRIGGER_TAG] == "new_data"
     second = env.tick("new_data_sensor", out.cursor)
     assert sorted(r.partition_key for r in second.run_requests) == [str(d) for d in SMALL_DAYS[6:]]
-    monkeypatch.delenv(S.ENV_NEW_DATA_MAX)
+    monkeypatch.delenv(config.ENV_NEW_DATA_MAX)
     quiet = env.tick("new_data_sensor", second.cursor)
     assert not quiet.run_requests and "no new or changed files" in quiet.skip_message
 
@@ -456,8 +457,8 @@ def test_sensor_defaults_interval_and_descriptions(env, monkeypatch):
     assert sensors[f"{NAME}__drift_sensor"].default_status == dg.DefaultSensorStatus.STOPPED
     assert sensors[names.RUN_FAILURE_SENSOR].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors[f"{NAME}__drift_sensor"].minimum_interval_seconds == 30
-    monkeypatch.setenv(S.ENV_DEFAULT_STATUS, "running")
-    monkeypatch.setenv(S.ENV_INTERVAL, "5")
+    monkeypatch.setenv(config.ENV_SENSORS_DEFAULT, "running")
+    monkeypatch.setenv(config.ENV_SENSOR_INTERVAL, "5")
     fresh = {s.name: s for s in build_definitions(env.config, [env.spec]).get_repository_def().sensor_defs}
     assert fresh[f"{NAME}__new_data_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
     assert fresh[f"{NAME}__new_data_sensor"].minimum_interval_seconds == 5
