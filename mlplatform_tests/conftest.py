@@ -215,10 +215,11 @@ def postgres_db(postgres_server: PgServer):
         postgres_server.execute_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the mark into the test's group
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Integration tests start whole topologies (PostgreSQL, MLflow, Dagster webserver/daemon, browsers): with
-    ``-n 2 --dist loadgroup`` (pyproject) they run one after another on one worker, never two stacks at once
-    on a 2-core machine, while the other worker runs the rest."""
+    ``-n 2 --dist loadgroup`` (pyproject) they run one after another, in order, on one worker (module-scoped
+    stacks are built once), never two stacks at once on a 2-core machine, while the other worker runs the rest."""
     for item in items:
         if item.get_closest_marker("integration"):
             item.add_marker(pytest.mark.xdist_group("integration"))
