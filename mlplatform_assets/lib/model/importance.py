@@ -24,7 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlplatform_assets.lib.model.training import compute_metrics, positive_class_probability, predict_frame
+from mlplatform_assets.lib.model.training import (
+    compute_metrics,
+    positive_class_probability,
+    positive_label,
+    predict_frame,
+)
 from mlplatform_assets.lib.spec import ModelSpec
 
 IMPORTANCE_ARTIFACT = "evaluation/importance.json"
@@ -54,7 +59,7 @@ def _block_scores(spec: ModelSpec, y: pd.Series, preds: pd.DataFrame, blocks: in
     n = len(y)
     if spec.metrics.primary == "roc_auc" and "probability" in preds:
         labels = y.to_numpy()
-        positive = spec.target.positive_class if spec.target.positive_class is not None else np.unique(labels).max()
+        positive = positive_label(labels, spec.target.positive_class)
         scores = positive_class_probability(labels, preds, positive)
         return roc_auc_by_block(labels == positive, scores.reshape(blocks, n))
     if spec.metrics.primary in _REGRESSION_BY_BLOCK:

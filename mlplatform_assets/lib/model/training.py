@@ -37,6 +37,12 @@ def predict_frame(pipeline: Pipeline, X: pd.DataFrame, task: str) -> pd.DataFram
     return out
 
 
+def positive_label(y_true: Any, positive_class: Any) -> Any:
+    """The class a binary metric treats as positive: the spec's ``positive_class``, else the larger label."""
+    y = np.asarray(y_true)
+    return positive_class if positive_class is not None else (np.unique(y).max() if len(y) else 1)
+
+
 def positive_class_probability(y_true: Any, predictions: pd.DataFrame, positive_class: Any) -> np.ndarray | None:
     """P(``positive_class``) per row, from a frame of :func:`predict_frame`: its ``probability`` column is
     P(the larger of the two labels) (scikit-learn orders ``classes_``), so when the positive class is the
@@ -63,7 +69,7 @@ def compute_metrics(task: str, names: list[str], y_true: pd.Series, predictions:
             }[name]()
         else:
             binary = len(np.unique(y)) <= 2 and "probability" in predictions
-            pos = positive_class if positive_class is not None else (np.unique(y).max() if len(y) else 1)
+            pos = positive_label(y, positive_class)
             proba = positive_class_probability(y, predictions, pos)
             if name == "accuracy":
                 value = float(skm.accuracy_score(y, y_pred))

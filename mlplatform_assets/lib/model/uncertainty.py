@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlplatform_assets.lib.model.training import compute_metrics, positive_class_probability
+from mlplatform_assets.lib.model.training import compute_metrics, positive_class_probability, positive_label
 
 RESAMPLES = 1000
 # Rows per resample: the m-out-of-n rescaling keeps the interval valid; m = 5,000 is plenty for these metrics.
@@ -67,7 +67,7 @@ def paired_interval(task: str, metric: str, direction: str, y_true: Any, predict
     if n < 2 or math.isnan(delta):
         return PairedInterval(metric, delta, nan, nan, confidence, n, "none")
     if metric == "roc_auc":
-        pos = _positive_label(y, positive_class)
+        pos = positive_label(y, positive_class)
         scores = [_positive_proba(y, p, pos) for p in (predictions_a, predictions_b)]
         se = math.sqrt(max(_delong_difference_variance(y == pos, *scores), 0.0))
         z = _normal_quantile(confidence)
@@ -94,10 +94,6 @@ def _normal_quantile(confidence: float) -> float:
     from scipy.stats import norm
 
     return float(norm.ppf(1 - (1 - confidence) / 2))
-
-
-def _positive_label(y: np.ndarray, positive_class: Any) -> Any:
-    return positive_class if positive_class is not None else (np.unique(y).max() if len(y) else 1)
 
 
 def _positive_proba(y: np.ndarray, predictions: pd.DataFrame, pos: Any) -> np.ndarray:
@@ -155,7 +151,7 @@ def _resampled(task: str, metric: str, y: np.ndarray, predictions: pd.DataFrame,
             return np.where(sst > 0, 1.0 - np.sum((err ** 2)[idx], axis=1) / sst, np.nan)
     if metric == "accuracy":
         return np.mean((pred == y)[idx], axis=1)
-    pos = _positive_label(y, positive_class)
+    pos = positive_label(y, positive_class)
     if metric == "log_loss":
         p = np.clip(_positive_proba(y, predictions, pos), np.finfo(np.float64).eps, 1 - np.finfo(np.float64).eps)
         is_pos = y == pos
