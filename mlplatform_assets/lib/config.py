@@ -58,9 +58,8 @@ def text(raw: str) -> str:
     return raw
 
 
-def number(*, minimum: float | None = None, maximum: float | None = None, integer: bool = False,
-           above: float | None = None) -> Cast:
-    """A number in a range (``above``: strictly greater than)."""
+def number(*, minimum: float | None = None, maximum: float | None = None, integer: bool = False) -> Cast:
+    """A number in a range."""
     def cast(raw: str) -> float | int:
         value = float(raw)
         if value != value or value in (float("inf"), float("-inf")):
@@ -69,8 +68,7 @@ def number(*, minimum: float | None = None, maximum: float | None = None, intege
             if value != int(value):
                 raise ValueError("not a whole number")
             value = int(value)
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum) \
-                or (above is not None and value <= above):
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             raise ValueError("out of range")
         return value
     return cast

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlplatform_assets.defs.lifecycle.assets import RANGE_END_TAG, RANGE_START_TAG
+from mlplatform_assets.defs.names import ASSET_PARTITION_RANGE_END_TAG as RANGE_END_TAG
+from mlplatform_assets.defs.names import ASSET_PARTITION_RANGE_START_TAG as RANGE_START_TAG
 from mlplatform_assets.lib.data.example_data import customer_churn
 from mlplatform_assets.lib.model.registry import (
     CHALLENGER,

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from mlplatform_assets.cli import _prepare
-from mlplatform_assets.defs.lifecycle.assets import RANGE_END_TAG, RANGE_START_TAG
+from mlplatform_assets.defs.names import ASSET_PARTITION_RANGE_END_TAG as RANGE_END_TAG
+from mlplatform_assets.defs.names import ASSET_PARTITION_RANGE_START_TAG as RANGE_START_TAG
 from mlplatform_assets.lib.model.registry import MlflowSettings, Registry
 from mlplatform_tests.conftest import free_port, stop_process_group, wait_for_http
 

@@ -18,7 +18,6 @@ from mlplatform_assets.defs.coordination import (
 )
 from mlplatform_assets.defs.names import (
     ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
 )
 from mlplatform_assets.defs.resources import (
@@ -34,9 +33,6 @@ from mlplatform_assets.lib.model.features import DatasetError, TrainingDataset
 from mlplatform_assets.lib.model.report import evaluation_markdown, mlflow_artifact_url
 from mlplatform_assets.lib.serving.endpoints import wait_for_version
 from mlplatform_assets.lib.spec import ModelSpec
-
-RANGE_START_TAG = ASSET_PARTITION_RANGE_START_TAG
-RANGE_END_TAG = ASSET_PARTITION_RANGE_END_TAG
 
 
 def daily_partitions(spec: ModelSpec) -> dg.DailyPartitionsDefinition:
@@ -170,7 +166,8 @@ def build_lifecycle_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     # from its start to its end (defs/coordination.py); the assets never call it.
     def features(context: dg.AssetExecutionContext, config: TrainingWindowConfig, data_store: DataStore,
                  training_lock: TrainingLockResource) -> dg.Output[TrainingDataset]:
-        as_of = config.as_of or context.run.tags.get(RANGE_END_TAG) or context.run.tags.get(PARTITION_NAME_TAG)
+        run_tags = context.run.tags
+        as_of = config.as_of or run_tags.get(ASSET_PARTITION_RANGE_END_TAG) or run_tags.get(PARTITION_NAME_TAG)
         try:
             dataset = lifecycle.load_training_dataset(
                 spec, data_store.store(), end=dt.date.fromisoformat(as_of) if as_of else None)
