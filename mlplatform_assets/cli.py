@@ -47,12 +47,14 @@ telemetry:
 """
 
 
-def _prepare(config: PlatformConfig, open_dagster: bool = False):  # noqa: ANN202 - DagsterInstance | None
+def _prepare(config: PlatformConfig, open_dagster: bool = False,  # noqa: ANN202 - DagsterInstance | None
+             local_stores_only: bool = False):
     """Create the local state and the default instance config, and initialise the stores the command opens.
 
     Store creation and migration happen one process at a time (an inter-process lock per store): two
     first commands on a fresh home used to race, and the loser left the store unusable for every later
-    command. Returns the Dagster instance when ``open_dagster``.
+    command. Returns the Dagster instance when ``open_dagster``. ``local_stores_only`` initialises only an
+    embedded (SQLite) MLflow store: a database server is left to the first read.
     """
     from mlplatform_assets.lib.config import is_tracking_server
     from mlplatform_assets.lib.data.storage import atomic_path
@@ -64,10 +66,11 @@ def _prepare(config: PlatformConfig, open_dagster: bool = False):  # noqa: ANN20
         with atomic_path(instance_yaml) as tmp:  # a concurrent reader sees no file or the whole file
             with open(tmp, "w") as fh:
                 fh.write(LOCAL_INSTANCE_YAML)
-    if not is_tracking_server(config.mlflow_tracking_uri):
+    local = config.mlflow_tracking_uri.startswith("sqlite:///")
+    if not is_tracking_server(config.mlflow_tracking_uri) and (local or not local_stores_only):
         # The client opens this store itself (SQLite, a database URL) and creates its tables on first use.
         uri = config.mlflow_tracking_uri
-        lock_dir = os.path.dirname(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else config.state_dir
+        lock_dir = os.path.dirname(uri[len("sqlite:///"):]) if local else config.state_dir
         with holding(FileLock(os.path.join(lock_dir, ".mlflow-init.lock"))):
             client = _registry(config).client
             client.search_experiments(max_results=1)
@@ -401,10 +404,14 @@ def cmd_serve(args: argparse.Namespace, config: PlatformConfig) -> int:
 
 def cmd_exporter(args: argparse.Namespace, config: PlatformConfig) -> int:
     from mlplatform_assets.commands.exporter import build_collector, run_exporter
+    from mlplatform_assets.defs.coordination import open_instance
 
-    instance = _prepare(config, open_dagster=True)
-    run_exporter(build_collector(config, instance, _registry(config), args.cache_seconds), args.host, args.port,
-                 sys.stdout)
+    # The exporter only reads, and opens the stores on its first scrape, retrying on each later one: started
+    # while PostgreSQL (or an MLflow database) is down it serves source_up=0 for that store and recovers on
+    # its own, rather than crash-looping with the cause hidden behind "exporter down".
+    _prepare(config, local_stores_only=True)
+    run_exporter(build_collector(config, lambda: open_instance(config.dagster_home), _registry(config),
+                                 args.cache_seconds), args.host, args.port, sys.stdout)
     return 0
 
 

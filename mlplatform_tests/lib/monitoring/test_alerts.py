@@ -201,7 +201,7 @@ def test_a_hanging_receiver_is_given_up_within_the_budget(tmp_path):
         elapsed = time.monotonic() - started
     outcome = record["delivery"]["webhook"]
     assert (outcome["status"], outcome["error"]) == ("failed", "TimeoutError")
-    assert 2 <= outcome["attempts"] < 10 and elapsed < 0.8 + 0.3 + 0.3
+    assert 2 <= outcome["attempts"] < 10 and elapsed < 0.8 + 0.3 + 1.0  # without the budget: 10 x 0.3 s
     assert read_alerts(tmp_path / "a.jsonl")[-1]["message"] == "slow"
 
 
