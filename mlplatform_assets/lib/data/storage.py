@@ -208,3 +208,55 @@ def read_records(location: str | os.PathLike, s3_client: Any | None = None) -> l
     if not p.exists():
         return []
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+class RecordTail:
+    """Follows a log written by :func:`append_record`: each :meth:`read_new` returns only the records appended
+    since the previous call, oldest first, so a reader polling every few seconds (the exporter) costs what is
+    new, not the whole history.
+
+    * Local file: read from the byte offset after the last complete line; a line still being written waits
+      for the next call. A file that shrank or was replaced (rotated, truncated) is read again from the start
+      and :attr:`restarted` is set, so the caller can drop what it derived from the old file.
+    * S3 (one object per record): the keys are listed (one request per 1,000) and only unseen ones fetched.
+      Keys are not assumed to arrive in order: writers on other pods have their own clocks.
+    """
+
+    def __init__(self, location: str | os.PathLike, s3_client: Any | None = None):
+        self.location = str(location)
+        self._s3_client = s3_client
+        self._offset = 0
+        self._inode: int | None = None
+        self._seen: set[str] = set()
+        self.restarted = False
+
+    def read_new(self) -> list[dict[str, Any]]:
+        self.restarted = False
+        if self.location.startswith("s3://"):
+            store = ObjectStore(self.location, self._s3_client)
+            keys = [k for k in store.list() if k.endswith(".json")]
+            if self._seen.difference(keys):  # records deleted: the log was replaced
+                self._seen.clear()
+                self.restarted = True
+            new = [k for k in keys if k not in self._seen]
+            records = [json.loads(store.read_bytes(k)) for k in new]
+            self._seen.update(new)
+            return records
+        try:
+            fh = open(self.location, "rb")  # noqa: SIM115 - closed below; fstat of the same open file
+        except FileNotFoundError:
+            if self._offset or self._inode is not None:
+                self.restarted = True
+            self._offset, self._inode = 0, None
+            return []
+        with fh:
+            stat = os.fstat(fh.fileno())
+            if (self._inode is not None and stat.st_ino != self._inode) or stat.st_size < self._offset:
+                self._offset, self.restarted = 0, True
+            self._inode = stat.st_ino
+            fh.seek(self._offset)
+            data = fh.read()
+        complete = data[:data.rfind(b"\n") + 1]
+        records = [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
+        self._offset += len(complete)  # only once parsed: a bad line fails every read, it is not skipped
+        return records

@@ -86,16 +86,25 @@ def registry_reader(registry: Any) -> RegistryReader:
 
 
 def alerts_reader(alerts_log_path: str) -> AlertsReader:
-    """Alert counts per model and kind from the alerts log (every known kind present, 0 when none)."""
-    from mlplatform_assets.lib.monitoring.alerts import ALERT_KINDS, read_alerts
+    """Alert counts per model and kind from the alerts log (every known kind present, 0 when none).
+
+    The log is followed (:class:`~mlplatform_assets.lib.data.storage.RecordTail`): each read parses only the
+    records appended since the last one, so a scrape costs what is new, not the log's whole history (on S3,
+    one GET per record). A replaced log starts the counts again, which Prometheus reads as a counter reset."""
+    from mlplatform_assets.lib.data.storage import RecordTail
+    from mlplatform_assets.lib.monitoring.alerts import ALERT_KINDS
+
+    tail = RecordTail(alerts_log_path)
+    totals: dict[tuple[str, str], int] = {}
 
     def read(models: list[str]) -> dict[str, dict[str, int]]:
-        counts = {model: dict.fromkeys(ALERT_KINDS, 0) for model in models}
-        for record in read_alerts(alerts_log_path):
-            per_model = counts.get(record.get("model"))
-            if per_model is not None and record.get("kind") in per_model:
-                per_model[record["kind"]] += 1
-        return counts
+        new = tail.read_new()
+        if tail.restarted:
+            totals.clear()
+        for record in new:
+            key = (record.get("model"), record.get("kind"))
+            totals[key] = totals.get(key, 0) + 1
+        return {model: {kind: totals.get((model, kind), 0) for kind in ALERT_KINDS} for model in models}
 
     return read
 

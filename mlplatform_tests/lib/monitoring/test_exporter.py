@@ -19,7 +19,13 @@ from mlplatform_assets.definitions import build_definitions
 from mlplatform_assets.lib.data import example_data
 from mlplatform_assets.lib.model.registry import MlflowSettings, Registry
 from mlplatform_assets.lib.monitoring.alerts import Alert, read_alerts, send_alert
-from mlplatform_assets.lib.monitoring.exporter import SOURCES, Materialization, ModelHealthCollector, RegistryState
+from mlplatform_assets.lib.monitoring.exporter import (
+    SOURCES,
+    Materialization,
+    ModelHealthCollector,
+    RegistryState,
+    alerts_reader,
+)
 from mlplatform_assets.lib.spec import load_specs
 from mlplatform_tests.conftest import SMALL_END, free_port, wait_for_http, write_small_spec
 
@@ -224,3 +230,19 @@ def test_a_failing_store_is_counted_and_never_leaks_its_url(caplog):
     assert not any(name.startswith("mlplatform_model_champion") for name, _ in s)
     assert value(s, "mlplatform_model_alerts_total", model="m", kind="drift") == 2
     assert "ConnectionError" in caplog.text and "s3cret" not in caplog.text
+
+
+def test_alert_counts_follow_the_log_and_restart_with_a_replaced_one(tmp_path):
+    log = tmp_path / "alerts.jsonl"
+    read = alerts_reader(str(log))
+    assert read(["m"])["m"]["drift"] == 0
+    for kind, model in [("drift", "m"), ("drift", "m"), ("rollback", "m"), ("drift", "other")]:
+        send_alert(Alert(kind=kind, model=model, message="x"), log, sinks=[])
+    first = read(["m", "other"])
+    assert (first["m"]["drift"], first["m"]["rollback"], first["other"]["drift"]) == (2, 1, 1)
+    send_alert(Alert(kind="drift", model="m", message="x"), log, sinks=[])
+    assert read(["m"])["m"]["drift"] == 3  # the earlier records counted once, the new one added
+    assert read(["m"])["m"]["drift"] == 3
+    log.rename(tmp_path / "alerts.jsonl.1")
+    send_alert(Alert(kind="rollback", model="m", message="x"), log, sinks=[])
+    assert (read(["m"])["m"]["drift"], read(["m"])["m"]["rollback"]) == (0, 1)  # a counter reset
