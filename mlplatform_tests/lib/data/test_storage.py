@@ -109,12 +109,16 @@ def test_split_s3_uri():
         split_s3_uri("s3:///key")
 
 
+def _log_location(where: str, tmp_path: Path, request) -> tuple[str, object]:
+    """A record log's location (and the S3 client it needs) on the local disk or on moto's S3."""
+    if where == "local":
+        return str(tmp_path / "log" / "alerts.jsonl"), None
+    return f"s3://{BUCKET}/{tmp_path.name}/alerts", request.getfixturevalue("s3_client")
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_record_log_appends_in_order_and_reads_back(where, tmp_path, request):
-    if where == "local":
-        location, client = str(tmp_path / "log" / "alerts.jsonl"), None
-    else:
-        location, client = f"s3://{BUCKET}/{tmp_path.name}/alerts", request.getfixturevalue("s3_client")
+    location, client = _log_location(where, tmp_path, request)
     assert read_records(location, client) == []
     for i in range(3):
         append_record(location, {"i": i, "when": pd.Timestamp("2026-06-01")}, client)
@@ -125,10 +129,7 @@ def test_record_log_appends_in_order_and_reads_back(where, tmp_path, request):
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_record_tail_returns_only_what_was_appended_since_the_last_read(where, tmp_path, request):
-    if where == "local":
-        location, client = str(tmp_path / "log" / "alerts.jsonl"), None
-    else:
-        location, client = f"s3://{BUCKET}/{tmp_path.name}/alerts", request.getfixturevalue("s3_client")
+    location, client = _log_location(where, tmp_path, request)
     tail = RecordTail(location, client)
     assert tail.read_new() == [] and not tail.restarted  # no log yet
     for i in range(3):
