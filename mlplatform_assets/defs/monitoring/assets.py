@@ -24,6 +24,9 @@ from mlplatform_assets.lib.monitoring import batch as monitoring
 from mlplatform_assets.lib.monitoring import drift
 from mlplatform_assets.lib.spec import ModelSpec
 
+# model_performance metadata: the alerts sent for the day so far, as "kind:vVERSION" (see _alerts_sent_before)
+ALERTS_SENT = "alerts_sent"
+
 
 def _endpoint_scores(spec: ModelSpec, platform: PlatformResource, day: dt.date) -> pd.Series | None:
     """The live endpoint's predictions for that day, from its prediction log (if it served any)."""
@@ -94,10 +97,32 @@ def _agreement_and_staleness(context: dg.AssetExecutionContext, spec: ModelSpec,
             metadata["champion_age_days"] = dg.MetadataValue.int(staleness["age_days"])
         if staleness["cadence_days"] is not None:
             metadata["staleness_cadence_days"] = dg.MetadataValue.int(staleness["cadence_days"])
+    # An alert goes out once per day, kind and version: re-running a day (a retry, a backfill) repeats the
+    # metadata but not the page. What earlier runs of this day sent is in their materialization.
+    already_sent = _alerts_sent_before(context, day)
+    sent = set(already_sent)
     for alert in monitoring.agreement_alerts(spec, day, agreement, staleness):
+        key = f"{alert.kind}:v{alert.details.get('version')}"
+        sent.add(key)
+        if key in already_sent:
+            context.log.info(f"{alert.kind} for {day} already sent by an earlier run of this day: {alert.message}")
+            continue
         context.log.warning(alert.message)
         send_alert(alert, platform.alerts_log_path)
+    if sent:
+        metadata[ALERTS_SENT] = dg.MetadataValue.json(sorted(sent))
     return metadata
+
+
+def _alerts_sent_before(context: dg.AssetExecutionContext, day: dt.date) -> set[str]:
+    """The ``alerts_sent`` keys of this asset's newest earlier materialization of ``day`` (empty if none)."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[str(day)]), limit=1).records
+    if not records:
+        return set()
+    materialization = records[0].event_log_entry.asset_materialization
+    entry = materialization.metadata.get(ALERTS_SENT) if materialization is not None else None
+    return set(entry.value) if entry is not None else set()
 
 
 def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:

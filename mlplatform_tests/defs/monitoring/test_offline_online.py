@@ -74,3 +74,10 @@ def test_divergence_and_staleness_alerts(platform_env, small_source):
     assert divergence["partition"] == str(skewed) and divergence["details"]["version"] == "1"
     assert divergence["details"]["gap"] == bad["offline_online_gap"]
     assert alerts["champion_stale"]["details"] == {"version": "1", "age_days": 2, "cadence_days": 1, "stale": True}
+    assert bad["alerts_sent"] == ["champion_stale:v1", "offline_online_divergence:v1"]
+
+    # Re-running the day (a retry, a backfill) repeats the verdict in the metadata, not the pages.
+    again = monitor(skewed)
+    assert again["offline_online_diverged"] is True and again["champion_stale"] is True
+    assert again["alerts_sent"] == bad["alerts_sent"]
+    assert len(read_alerts(platform_env.alerts_log_path, "small_churn")) == 2
