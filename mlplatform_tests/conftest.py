@@ -217,9 +217,16 @@ def postgres_db(postgres_server: PgServer):
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the mark into the test's group
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Integration tests start whole topologies (PostgreSQL, MLflow, Dagster webserver/daemon, browsers): with
-    ``-n 2 --dist loadgroup`` (pyproject) they run one after another, in order, on one worker (module-scoped
-    stacks are built once), never two stacks at once on a 2-core machine, while the other worker runs the rest."""
+    """Tests marked ``topology`` start whole topologies (dagster-webserver and daemon, code servers, an MLflow
+    server, a browser): with ``-n 2 --dist loadgroup`` (pyproject) they run one after another, in order, on one
+    worker (module-scoped stacks are built once), never two at once on a 2-core machine. They are the longest
+    chain, so they are collected first: xdist hands that group out before anything else, and the other worker
+    runs the rest beside it. Other ``integration`` tests (a single server or process) stay together per module,
+    so a module-scoped server or trained home is built once, not once per worker."""
+    topology = [item for item in items if item.get_closest_marker("topology")]
+    for item in topology:
+        item.add_marker(pytest.mark.xdist_group("topology"))
     for item in items:
-        if item.get_closest_marker("integration"):
-            item.add_marker(pytest.mark.xdist_group("integration"))
+        if item.get_closest_marker("integration") and not item.get_closest_marker("topology"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))
+    items[:] = topology + [item for item in items if not item.get_closest_marker("topology")]

@@ -24,7 +24,7 @@ from mlplatform_assets.lib.model.registry import (
 )
 from mlplatform_tests.integration.cli_processes import logs, start_together
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.topology, pytest.mark.slow]
 
 WAIT_S = 600
 

@@ -27,7 +27,7 @@ from mlplatform_assets.lib.model.registry import MlflowSettings, Registry
 from mlplatform_assets.lib.monitoring.alerts import read_alerts
 from mlplatform_tests.conftest import stop_process_group
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.topology, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOP_TIMEOUT_S = 240

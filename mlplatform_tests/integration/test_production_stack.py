@@ -62,7 +62,7 @@ from mlplatform_tests.integration.test_webserver_graphql import (
     Webserver,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.topology, pytest.mark.slow]
 
 NAME = SMALL_NAME
 REPOSITORY = "__repository__"

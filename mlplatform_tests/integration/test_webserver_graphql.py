@@ -23,7 +23,7 @@ from mlplatform_assets.defs.names import ASSET_PARTITION_RANGE_START_TAG as RANG
 from mlplatform_assets.lib.model.registry import MlflowSettings, Registry
 from mlplatform_tests.conftest import free_port, stop_process_group, wait_for_http
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.topology, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCATION = "mlplatform"

@@ -23,7 +23,7 @@ from mlplatform_tests.conftest import free_port
 from mlplatform_tests.integration.test_webserver_graphql import JOBS, LOCATION, REPOSITORY
 from mlplatform_tests.ui.cockpit import CHURN, DELIVERY, DRIFTED_DAY, build_state, start_ui, state_env, stop_ui
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.topology, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium-headless-shell"
 UI_TIMEOUT_MS = 90_000  # the React app on a loaded 2-core machine
