@@ -40,6 +40,11 @@ REPO_INFRA = Path(__file__).resolve().parents[2] / "infra"
 DATA_BUCKET = "mlplatform-data"
 MLFLOW_BUCKET = "mlplatform-mlflow"
 LOCATION_NAME = "mlplatform"
+# The webserver's view of its code locations, and the reload a person triggers with "Reload" in the UI.
+LOCATION_STATUS = """{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
+  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+RELOAD_LOCATION = """mutation($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name) {
+  __typename } }"""
 REGION = "us-east-1"
 # A developer's shell must not leak into a stack process: every variable with these prefixes is dropped
 # from the inherited environment and only what the stack sets is passed on.
@@ -194,7 +199,9 @@ class LocalStack:
 
         Processes start concurrently where nothing depends on them (start-up is mostly Python imports), and
         the stack waits for each to answer: PostgreSQL and S3 first, then MLflow, the Dagster instance's tables
-        and the replicas, then the code server, the webserver and the daemon on the migrated instance."""
+        and the replicas, then the code server, and only once it serves the webserver and the daemon on the
+        migrated instance. It returns when the webserver has loaded the code location, so a run launched
+        right after ``up()`` finds its job."""
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             s3 = self._service("s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
@@ -214,9 +221,15 @@ class LocalStack:
             # Every Dagster process (the code server too) creates missing tables when it opens the instance.
             if migrate.proc.wait(timeout=180) != 0:
                 raise RuntimeError(f"dagster instance migrate failed\n{migrate.log_tail()}")
-            starting += [self._start_code_server(), *self._start_webserver_and_daemon()]
+            # The webserver and the daemon load the location once at start: started beside a code server still
+            # importing the user code, they hold a load error until a later refresh, and a run launched in that
+            # window fails with PipelineNotFoundError.
+            code_server = self._start_code_server()
+            code_server.wait_ready()
+            starting += self._start_webserver_and_daemon()
             for service in starting:
                 service.wait_ready()
+            self.wait_location_loaded()
         except BaseException:
             self.down()
             raise
@@ -271,6 +284,33 @@ class LocalStack:
                           ready_url=f"{self.webserver_url}/server_info", start_timeout=180),
             self._service("daemon", [_bin("dagster-daemon"), "run", "-w", str(self.workspace_yaml)],
                           {**_clean_env(), **self.dagster_env("daemon")})]
+
+    def wait_location_loaded(self, timeout: float = 120.0) -> None:
+        """Block until the webserver serves the code location's repository; a load error it still holds is
+        reloaded every few seconds, and raised (with the code server's message) when ``timeout`` passes."""
+        import httpx
+
+        last_error: list[str] = []
+        reloaded_at = [0.0]
+
+        def loaded() -> bool:
+            response = httpx.post(f"{self.webserver_url}/graphql", json={"query": LOCATION_STATUS}, timeout=30)
+            response.raise_for_status()
+            workspace = response.json()["data"]["workspaceOrError"]
+            entry = next((e for e in workspace.get("locationEntries", []) if e["name"] == LOCATION_NAME), None)
+            location = (entry or {}).get("locationOrLoadError") or {}
+            if entry and entry["loadStatus"] == "LOADED" and location.get("__typename") == "RepositoryLocation":
+                return True
+            if location.get("__typename") == "PythonError":
+                last_error[:] = [location.get("message", "")]
+                if time.monotonic() - reloaded_at[0] > 5:
+                    reloaded_at[0] = time.monotonic()
+                    httpx.post(f"{self.webserver_url}/graphql", timeout=60,
+                               json={"query": RELOAD_LOCATION, "variables": {"name": LOCATION_NAME}})
+            return False
+
+        wait_until(f"the webserver to load code location {LOCATION_NAME!r}", loaded, timeout, interval=0.5,
+                   on_timeout=lambda: f"last load error: {last_error[0] if last_error else 'none'}")
 
     def start_replica(self, index: int, wait: bool = True) -> Service:
         port = self.replica_ports[index]
