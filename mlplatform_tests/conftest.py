@@ -223,10 +223,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     chain, so they are collected first: xdist hands that group out before anything else, and the other worker
     runs the rest beside it. Other ``integration`` tests (a single server or process) stay together per module,
     so a module-scoped server or trained home is built once, not once per worker."""
-    topology = [item for item in items if item.get_closest_marker("topology")]
-    for item in topology:
-        item.add_marker(pytest.mark.xdist_group("topology"))
+    topology, rest = [], []
     for item in items:
-        if item.get_closest_marker("integration") and not item.get_closest_marker("topology"):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))
-    items[:] = topology + [item for item in items if not item.get_closest_marker("topology")]
+        if item.get_closest_marker("topology"):
+            item.add_marker(pytest.mark.xdist_group("topology"))
+            topology.append(item)
+            continue
+        if item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))  # its module's path
+        rest.append(item)
+    items[:] = topology + rest

@@ -62,19 +62,18 @@ def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, newes
     return _materialization(records[0].event_log_entry) if records else None
 
 
-def dagster_reader(instance: dg.DagsterInstance | Callable[[], dg.DagsterInstance]) -> MaterializationsReader:
-    """Reads the newest health materializations. ``instance`` may be a function that opens it: it is then
-    opened on the first read, and again on each later read until opening succeeds (the collector reports a
-    failed read as the source being down)."""
-    opened: list[dg.DagsterInstance] = [instance] if isinstance(instance, dg.DagsterInstance) else []
+def dagster_reader(open_instance: Callable[[], dg.DagsterInstance]) -> MaterializationsReader:
+    """Reads the newest health materializations. The instance is opened on the first read, and again on each
+    later read until opening succeeds (the collector reports a failed read as the source being down)."""
+    instance: dg.DagsterInstance | None = None
 
     def read(models: list[str]) -> dict[str, Mapping[str, Materialization]]:
-        if not opened:
-            opened.append(instance())
-        instance_ = opened[0]
+        nonlocal instance
+        if instance is None:
+            instance = open_instance()
         out: dict[str, Mapping[str, Materialization]] = {}
         for model in models:
-            found = {role: latest_materialization(instance_, names.asset_key(model, asset), newest_day)
+            found = {role: latest_materialization(instance, names.asset_key(model, asset), newest_day)
                      for role, (asset, newest_day) in HEALTH_ASSETS.items()}
             out[model] = {role: m for role, m in found.items() if m is not None}
         return out
@@ -82,11 +81,10 @@ def dagster_reader(instance: dg.DagsterInstance | Callable[[], dg.DagsterInstanc
     return read
 
 
-def build_collector(config: PlatformConfig, instance: dg.DagsterInstance | Callable[[], dg.DagsterInstance],
-                    registry: Any,
+def build_collector(config: PlatformConfig, open_instance: Callable[[], dg.DagsterInstance], registry: Any,
                     cache_seconds: float = DEFAULT_CACHE_SECONDS) -> ModelHealthCollector:
     return ModelHealthCollector(specs=specs_reader(config.models_dir, config.state_dir),
-                                materializations=dagster_reader(instance), registry=registry_reader(registry),
+                                materializations=dagster_reader(open_instance), registry=registry_reader(registry),
                                 alerts=alerts_reader(config.alerts_log_path), cache_seconds=cache_seconds)
 
 

@@ -290,10 +290,10 @@ class LocalStack:
         reloaded every few seconds, and raised (with the code server's message) when ``timeout`` passes."""
         import httpx
 
-        last_error: list[str] = []
-        reloaded_at = [0.0]
+        last_error, reloaded_at = "none", 0.0
 
         def loaded() -> bool:
+            nonlocal last_error, reloaded_at
             response = httpx.post(f"{self.webserver_url}/graphql", json={"query": LOCATION_STATUS}, timeout=30)
             response.raise_for_status()
             workspace = response.json()["data"]["workspaceOrError"]
@@ -302,15 +302,15 @@ class LocalStack:
             if entry and entry["loadStatus"] == "LOADED" and location.get("__typename") == "RepositoryLocation":
                 return True
             if location.get("__typename") == "PythonError":
-                last_error[:] = [location.get("message", "")]
-                if time.monotonic() - reloaded_at[0] > 5:
-                    reloaded_at[0] = time.monotonic()
+                last_error = location.get("message", "")
+                if time.monotonic() - reloaded_at > 5:
+                    reloaded_at = time.monotonic()
                     httpx.post(f"{self.webserver_url}/graphql", timeout=60,
                                json={"query": RELOAD_LOCATION, "variables": {"name": LOCATION_NAME}})
             return False
 
         wait_until(f"the webserver to load code location {LOCATION_NAME!r}", loaded, timeout, interval=0.5,
-                   on_timeout=lambda: f"last load error: {last_error[0] if last_error else 'none'}")
+                   on_timeout=lambda: f"last load error: {last_error}")
 
     def start_replica(self, index: int, wait: bool = True) -> Service:
         port = self.replica_ports[index]

@@ -75,7 +75,7 @@ def test_exporter_reports_model_health_from_the_real_stores(platform_env, small_
                platform_env.alerts_log_path, sinks=[])
     registry = Registry(MlflowSettings.from_config(platform_env), platform_env.audit_log_path)
 
-    collector = build_collector(platform_env, instance, registry, cache_seconds=300)
+    collector = build_collector(platform_env, lambda: instance, registry, cache_seconds=300)
     server, thread = start_exporter(collector, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.server_port}/metrics"
     try:
